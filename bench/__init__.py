@@ -1,0 +1,1 @@
+"""bench (run from the checkout)."""

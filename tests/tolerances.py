@@ -1,0 +1,33 @@
+"""Every numeric tolerance the tests use, in one table (style.md: no scattered literals).
+
+Keys name what is compared; values are (atol, rtol). Low-precision kernels are held to the
+flash-attention rule instead: error vs an fp32 reference at most ``LOWP_ERROR_FACTOR`` x plain torch's
+own error in that dtype.
+"""
+
+TOL: dict[str, tuple[float, float]] = {
+    # frame preparation (uint8 in, float out after normalisation): C++/CUDA vs the torch reference
+    "prepare_frames_c": (2e-4, 1e-4),
+    "prepare_frames_cuda": (1e-3, 1e-4),
+    # NV12 -> RGB conversion rounding vs the reference (values after normalisation)
+    "prepare_frames_nv12": (2e-3, 1e-4),
+    # decoded frames: NVDEC vs the CPU decoder (uint8 levels)
+    "nvdec_vs_cpu_u8": (3.0, 0.0),
+    # metrics vs hand-computed values
+    "metrics": (1e-6, 0.0),
+    # KV-reuse logits vs a full re-encode (fp32 tiny models)
+    "kv_reuse_logits": (1e-4, 1e-4),
+    # Triton kernels vs their references (fp32)
+    "triton_fp32": (1e-5, 1e-4),
+    "triton_fp32_grad": (1e-4, 1e-3),
+    # ONNX Runtime vs PyTorch (fp32 graphs)
+    "onnx_fp32": (1e-4, 1e-3),
+}
+
+LOWP_ERROR_FACTOR = 2.0
+
+
+def tol(name: str) -> dict[str, float]:
+    """``torch.testing.assert_close`` keyword arguments for the named comparison."""
+    atol, rtol = TOL[name]
+    return {"atol": atol, "rtol": rtol}

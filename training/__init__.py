@@ -1,0 +1,1 @@
+"""training (run from the checkout)."""
