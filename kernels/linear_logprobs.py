@@ -1,0 +1,347 @@
+"""Target-token log-probabilities through the LM head, without the (N, V) logits.
+
+``lp[n] = log_softmax(hidden[n] @ weight.T / temperature)[target_ids[n]]`` and, for free, the
+entropy of that softmax. This is the vocabulary-sized part of the policy loss (V = 151,936 for
+Qwen3-VL): everything after it works on (N,) vectors. Three tiers, one signature:
+
+- :func:`linear_logprobs_ref`: plain torch, the full logits (the obvious version; tests compare to it).
+- :func:`linear_logprobs_chunked`: torch, ``chunk_size`` tokens at a time; logits of one chunk
+  exist at once and are recomputed in the backward (a baseline and a fallback without Triton).
+- :func:`linear_logprobs_triton`: Triton. The forward walks vocabulary tiles with an online
+  log-sum-exp (the matmul is done tile by tile in registers) and keeps only the log-sum-exp per
+  token; the backward recomputes each (tokens x vocab) tile, forms ``dlogits`` in registers and
+  adds ``dlogits @ weight`` and ``dlogits.T @ hidden`` into fp32 gradient buffers with atomics.
+  No tensor of size N x V (or chunk x V) is ever allocated.
+
+Gradients: hidden and weight get ``grad_lp[n] * (onehot(target) - softmax) / temperature``
+pushed through the LM head; the entropy output is a metric and carries no gradient.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kernels._triton_support import INTERPRET, TRITON_IMPORT_ERROR
+
+if TRITON_IMPORT_ERROR is None:
+    import triton
+    import triton.language as tl
+
+
+def _check_inputs(hidden: torch.Tensor, weight: torch.Tensor, target_ids: torch.Tensor, temperature: float) -> None:
+    if hidden.dim() != 2 or weight.dim() != 2:
+        raise ValueError(f"Invalid shapes: hidden {tuple(hidden.shape)} must be (N, H) and weight {tuple(weight.shape)} must be (V, H).")
+    if hidden.shape[1] != weight.shape[1]:
+        raise ValueError(f"Invalid shapes: hidden (N, H={hidden.shape[1]}) and weight (V, H={weight.shape[1]}) disagree on H.")
+    if target_ids.shape != (hidden.shape[0],):
+        raise ValueError(f"Invalid target_ids shape {tuple(target_ids.shape)}. Expected (N,) = ({hidden.shape[0]},).")
+    if target_ids.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"Invalid target_ids dtype ({target_ids.dtype}). Supported values are torch.int64, torch.int32.")
+    if hidden.dtype != weight.dtype:
+        raise ValueError(f"Invalid dtypes: hidden is {hidden.dtype} but weight is {weight.dtype}; they must match.")
+    if not temperature > 0:
+        raise ValueError(f"Invalid temperature ({temperature}). It must be > 0.")
+
+
+def linear_logprobs_ref(
+    hidden: torch.Tensor, weight: torch.Tensor, target_ids: torch.Tensor, temperature: float = 1.0, *, with_entropy: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Plain-torch reference: materialises the full logits.
+
+    Args:
+        hidden: (N, H) float, last hidden states of the tokens that *predict* ``target_ids``.
+        weight: (V, H) float, LM head, same dtype as ``hidden``.
+        target_ids: (N,) int64 in [0, V).
+        temperature: > 0; logits are divided by it (as at sampling time).
+        with_entropy: also return the entropy (here it costs another N x V tensor; the other tiers get
+            it for free and simply drop it when False).
+    Returns:
+        lp: (N,) fp32 log-probability of each target (differentiable).
+        entropy: (N,) fp32 entropy of each token's distribution in nats (detached: a metric), or None.
+    """
+    _check_inputs(hidden, weight, target_ids, temperature)
+    # The matmul runs in the input dtype, exactly like an eager LM head; log_softmax in fp32.
+    logits = (hidden @ weight.T).float() / temperature
+    logp = torch.log_softmax(logits, dim=-1)
+    lp = logp.gather(1, target_ids.long()[:, None])[:, 0]
+    if not with_entropy:
+        return lp, None
+    with torch.no_grad():
+        entropy = -(logp.exp() * logp).sum(-1)
+    return lp, entropy
+
+
+class LinearLogProbsChunkedFunction(torch.autograd.Function):
+    """Torch, chunk by chunk; saves only the per-token log-sum-exp and recomputes logits in backward."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, target_ids, temperature, chunk_size):  # type: ignore[override]
+        n = hidden.shape[0]
+        lp = torch.empty(n, dtype=torch.float32, device=hidden.device)
+        entropy = torch.empty_like(lp)
+        lse = torch.empty_like(lp)
+        targets = target_ids.long()
+        for start in range(0, n, chunk_size):
+            sl = slice(start, min(start + chunk_size, n))
+            logits = (hidden[sl] @ weight.T).float() / temperature
+            chunk_lse = torch.logsumexp(logits, dim=-1)
+            probs = torch.exp(logits - chunk_lse[:, None])
+            lse[sl] = chunk_lse
+            lp[sl] = logits.gather(1, targets[sl, None])[:, 0] - chunk_lse
+            entropy[sl] = chunk_lse - (probs * logits).sum(-1)
+            del logits, probs
+        ctx.save_for_backward(hidden, weight, targets, lse)
+        ctx.temperature = temperature
+        ctx.chunk_size = chunk_size
+        ctx.mark_non_differentiable(entropy)
+        return lp, entropy
+
+    @staticmethod
+    def backward(ctx, grad_lp, grad_entropy):  # type: ignore[override]
+        hidden, weight, targets, lse = ctx.saved_tensors
+        need_hidden, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        n = hidden.shape[0]
+        grad_hidden = torch.empty_like(hidden) if need_hidden else None
+        # fp32 accumulation across chunks; cast once at the end.
+        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_weight else None
+        if grad_lp is None:
+            grad_lp = torch.zeros(n, dtype=torch.float32, device=hidden.device)
+        for start in range(0, n, ctx.chunk_size):
+            sl = slice(start, min(start + ctx.chunk_size, n))
+            logits = (hidden[sl] @ weight.T).float() / ctx.temperature
+            dlogits = torch.exp(logits - lse[sl, None]).neg_()
+            del logits
+            dlogits.scatter_add_(1, targets[sl, None], torch.ones_like(lse[sl, None]))
+            dlogits.mul_((grad_lp[sl] / ctx.temperature)[:, None])
+            dlogits = dlogits.to(hidden.dtype)
+            if need_hidden:
+                grad_hidden[sl] = dlogits @ weight
+            if need_weight:
+                grad_weight.add_((dlogits.T @ hidden[sl]).float())
+            del dlogits
+        return grad_hidden, (grad_weight.to(weight.dtype) if need_weight else None), None, None, None
+
+
+def linear_logprobs_chunked(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    target_ids: torch.Tensor,
+    temperature: float = 1.0,
+    *,
+    with_entropy: bool = True,
+    chunk_size: int = 1024,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Same as :func:`linear_logprobs_ref`, ``chunk_size`` tokens at a time (peak ~3 x chunk_size x V x 4 bytes)."""
+    _check_inputs(hidden, weight, target_ids, temperature)
+    if chunk_size < 1:
+        raise ValueError(f"Invalid chunk_size ({chunk_size}). It must be >= 1.")
+    lp, entropy = LinearLogProbsChunkedFunction.apply(hidden, weight, target_ids, float(temperature), int(chunk_size))
+    return lp, (entropy if with_entropy else None)
+
+
+# ----------------------------------------------------------------------------------------------
+# Triton
+# ----------------------------------------------------------------------------------------------
+
+if TRITON_IMPORT_ERROR is None:
+
+    @triton.jit
+    def _linear_lse_forward_kernel(
+        hidden_ptr, weight_ptr, target_ptr, partial_ptr,
+        N, V, H, stride_hn, stride_wv, temperature, tiles_per_split,
+        BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr, DOT_FP32: tl.constexpr,
+        PRECISION: tl.constexpr,
+    ):
+        """One program: BLOCK_N tokens x one split of the vocabulary (``tiles_per_split`` tiles).
+
+        Writes, per token, the split's running max ``m``, ``s = sum exp(z - m)``,
+        ``t = sum exp(z - m) * z`` (for the entropy) and the target's logit if it lies in the split.
+        """
+        pid_n = tl.program_id(0)
+        pid_s = tl.program_id(1)
+        num_splits = tl.num_programs(1)
+        offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        n_mask = offs_n < N
+        target = tl.load(target_ptr + offs_n, mask=n_mask, other=-1)
+        m = tl.full((BLOCK_N,), float("-inf"), tl.float32)
+        s = tl.zeros((BLOCK_N,), tl.float32)
+        t = tl.zeros((BLOCK_N,), tl.float32)
+        z_target = tl.zeros((BLOCK_N,), tl.float32)
+        for tile in range(0, tiles_per_split):
+            offs_v = (pid_s * tiles_per_split + tile) * BLOCK_V + tl.arange(0, BLOCK_V)
+            v_mask = offs_v < V
+            acc = tl.zeros((BLOCK_N, BLOCK_V), tl.float32)
+            for h0 in range(0, H, BLOCK_H):
+                offs_h = h0 + tl.arange(0, BLOCK_H)
+                h_mask = offs_h < H
+                a = tl.load(hidden_ptr + offs_n[:, None] * stride_hn + offs_h[None, :], mask=n_mask[:, None] & h_mask[None, :], other=0.0)
+                b = tl.load(weight_ptr + offs_v[:, None] * stride_wv + offs_h[None, :], mask=v_mask[:, None] & h_mask[None, :], other=0.0)
+                if DOT_FP32:
+                    # The interpreter's low-precision dot is wrong (Triton 3.8); bf16 x bf16 products are
+                    # exact in fp32, so upcasting gives what the GPU's bf16 MMA with fp32 accumulation gives.
+                    a = a.to(tl.float32)
+                    b = b.to(tl.float32)
+                acc = tl.dot(a, tl.trans(b), acc, input_precision=PRECISION)
+            z = acc / temperature
+            z_finite = tl.where(v_mask[None, :], z, 0.0)
+            z = tl.where(v_mask[None, :], z, float("-inf"))
+            m_new = tl.maximum(m, tl.max(z, axis=1))
+            # A split can start past V (last split); keep exp() finite while nothing has been seen.
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+            alpha = tl.exp(m - m_safe)
+            p = tl.exp(z - m_safe[:, None])
+            s = s * alpha + tl.sum(p, axis=1)
+            t = t * alpha + tl.sum(p * z_finite, axis=1)
+            z_target += tl.sum(tl.where(offs_v[None, :] == target[:, None], z_finite, 0.0), axis=1)
+            m = m_new
+        base = partial_ptr + pid_s * N + offs_n
+        stride_k = num_splits * N
+        tl.store(base, m, mask=n_mask)
+        tl.store(base + stride_k, s, mask=n_mask)
+        tl.store(base + 2 * stride_k, t, mask=n_mask)
+        tl.store(base + 3 * stride_k, z_target, mask=n_mask)
+
+    @triton.jit
+    def _linear_logprobs_backward_kernel(
+        hidden_ptr, weight_ptr, target_ptr, lse_ptr, grad_lp_ptr, grad_hidden_ptr, grad_weight_ptr,
+        N, V, H, stride_hn, stride_wv, temperature,
+        BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr, DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
+        NEED_HIDDEN: tl.constexpr, NEED_WEIGHT: tl.constexpr,
+    ):
+        """One program: a (BLOCK_N tokens x BLOCK_V vocab) tile of dlogits, recomputed, then both products."""
+        pid_n = tl.program_id(0)
+        pid_v = tl.program_id(1)
+        offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        offs_v = pid_v * BLOCK_V + tl.arange(0, BLOCK_V)
+        n_mask = offs_n < N
+        v_mask = offs_v < V
+        grad_lp = tl.load(grad_lp_ptr + offs_n, mask=n_mask, other=0.0)
+        # Tokens outside the loss (prompt, observations, padding) have zero gradient: skip their tiles.
+        if tl.max(tl.abs(grad_lp), axis=0) > 0:
+            target = tl.load(target_ptr + offs_n, mask=n_mask, other=-1)
+            lse = tl.load(lse_ptr + offs_n, mask=n_mask, other=0.0)
+            acc = tl.zeros((BLOCK_N, BLOCK_V), tl.float32)
+            for h0 in range(0, H, BLOCK_H):
+                offs_h = h0 + tl.arange(0, BLOCK_H)
+                h_mask = offs_h < H
+                a = tl.load(hidden_ptr + offs_n[:, None] * stride_hn + offs_h[None, :], mask=n_mask[:, None] & h_mask[None, :], other=0.0)
+                b = tl.load(weight_ptr + offs_v[:, None] * stride_wv + offs_h[None, :], mask=v_mask[:, None] & h_mask[None, :], other=0.0)
+                if DOT_FP32:
+                    a = a.to(tl.float32)
+                    b = b.to(tl.float32)
+                acc = tl.dot(a, tl.trans(b), acc, input_precision=PRECISION)
+            z = acc / temperature
+            p = tl.exp(z - lse[:, None])
+            onehot = tl.where(offs_v[None, :] == target[:, None], 1.0, 0.0)
+            dlogits = (onehot - p) * (grad_lp / temperature)[:, None]
+            dlogits = tl.where(v_mask[None, :] & n_mask[:, None], dlogits, 0.0)
+            # Round dlogits to the input dtype, as an eager bf16 backward would, then feed the MMA.
+            d_lo = dlogits.to(hidden_ptr.dtype.element_ty)
+            if DOT_FP32:
+                d_lo = d_lo.to(tl.float32)
+            for h0 in range(0, H, BLOCK_H):
+                offs_h = h0 + tl.arange(0, BLOCK_H)
+                h_mask = offs_h < H
+                if NEED_HIDDEN:
+                    b = tl.load(weight_ptr + offs_v[:, None] * stride_wv + offs_h[None, :], mask=v_mask[:, None] & h_mask[None, :], other=0.0)
+                    if DOT_FP32:
+                        b = b.to(tl.float32)
+                    gh = tl.dot(d_lo, b, input_precision=PRECISION)
+                    tl.atomic_add(grad_hidden_ptr + offs_n[:, None] * H + offs_h[None, :], gh, mask=n_mask[:, None] & h_mask[None, :])
+                if NEED_WEIGHT:
+                    a = tl.load(hidden_ptr + offs_n[:, None] * stride_hn + offs_h[None, :], mask=n_mask[:, None] & h_mask[None, :], other=0.0)
+                    if DOT_FP32:
+                        a = a.to(tl.float32)
+                    gw = tl.dot(tl.trans(d_lo), a, input_precision=PRECISION)
+                    tl.atomic_add(grad_weight_ptr + offs_v[:, None] * H + offs_h[None, :], gw, mask=v_mask[:, None] & h_mask[None, :])
+
+
+def _block_sizes(n: int) -> tuple[int, int, int, int]:
+    """(BLOCK_N, BLOCK_V, BLOCK_H, num_warps). Fixed choices: no autotuning (the interpreter cannot, and
+    one good H100 configuration is enough for a loss whose cost is three large matmuls)."""
+    if INTERPRET:
+        return 16, 32, 32, 1
+    block_n = 16 if n <= 16 else (32 if n <= 32 else 64)
+    return block_n, 128, 64, 8
+
+
+def _dot_precision(dtype: torch.dtype) -> str:
+    """fp32 inputs get exact fp32 products ("ieee"), as torch's fp32 matmul does by default; TF32 would
+    cost ~1e-3 relative error. For 16-bit inputs the choice is moot."""
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+class LinearLogProbsTritonFunction(torch.autograd.Function):
+    """Autograd wrapper of the two Triton kernels."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, target_ids, temperature):  # type: ignore[override]
+        hidden = hidden.contiguous()
+        weight = weight.contiguous()
+        targets = target_ids.to(torch.int64).contiguous()
+        n, h = hidden.shape
+        v = weight.shape[0]
+        block_n, block_v, block_h, num_warps = _block_sizes(n)
+        n_blocks = triton.cdiv(n, block_n)
+        v_tiles = triton.cdiv(v, block_v)
+        # Split the vocabulary across programs when there are too few token blocks to fill the GPU.
+        num_splits = 1 if INTERPRET else max(1, min(v_tiles, triton.cdiv(264, n_blocks)))
+        tiles_per_split = triton.cdiv(v_tiles, num_splits)
+        num_splits = triton.cdiv(v_tiles, tiles_per_split)
+        partial = torch.empty((4, num_splits, n), dtype=torch.float32, device=hidden.device)
+        if n > 0:
+            extra = {} if INTERPRET else {"num_warps": num_warps}
+            _linear_lse_forward_kernel[(n_blocks, num_splits)](
+                hidden, weight, targets, partial, n, v, h, hidden.stride(0), weight.stride(0), float(temperature),
+                tiles_per_split, BLOCK_N=block_n, BLOCK_V=block_v, BLOCK_H=block_h, DOT_FP32=INTERPRET, PRECISION=_dot_precision(hidden.dtype), **extra,
+            )
+        m, s, t, z_target = partial
+        m_all = m.max(dim=0).values
+        scale = torch.exp(m - m_all)
+        s_all = (s * scale).sum(0)
+        lse = m_all + torch.log(s_all)
+        lp = z_target.sum(0) - lse
+        entropy = lse - (t * scale).sum(0) / s_all
+        ctx.save_for_backward(hidden, weight, targets, lse)
+        ctx.temperature = float(temperature)
+        ctx.mark_non_differentiable(entropy)
+        return lp, entropy
+
+    @staticmethod
+    def backward(ctx, grad_lp, grad_entropy):  # type: ignore[override]
+        hidden, weight, targets, lse = ctx.saved_tensors
+        need_hidden, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if grad_lp is None or not (need_hidden or need_weight):
+            return None, None, None, None
+        n, h = hidden.shape
+        v = weight.shape[0]
+        # fp32 buffers: the atomics accumulate many tiles into each row.
+        grad_hidden = torch.zeros((n, h), dtype=torch.float32, device=hidden.device) if need_hidden else lse
+        grad_weight = torch.zeros((v, h), dtype=torch.float32, device=weight.device) if need_weight else lse
+        if n > 0:
+            block_n, block_v, block_h, num_warps = _block_sizes(n)
+            extra = {} if INTERPRET else {"num_warps": num_warps}
+            grid = (triton.cdiv(n, block_n), triton.cdiv(v, block_v))
+            _linear_logprobs_backward_kernel[grid](
+                hidden, weight, targets, lse, grad_lp.float().contiguous(), grad_hidden, grad_weight,
+                n, v, h, hidden.stride(0), weight.stride(0), ctx.temperature,
+                BLOCK_N=block_n, BLOCK_V=block_v, BLOCK_H=block_h, DOT_FP32=INTERPRET, PRECISION=_dot_precision(hidden.dtype),
+                NEED_HIDDEN=need_hidden, NEED_WEIGHT=need_weight, **extra,
+            )
+        return (
+            grad_hidden.to(hidden.dtype) if need_hidden else None,
+            grad_weight.to(weight.dtype) if need_weight else None,
+            None,
+            None,
+        )
+
+
+def linear_logprobs_triton(
+    hidden: torch.Tensor, weight: torch.Tensor, target_ids: torch.Tensor, temperature: float = 1.0, *, with_entropy: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Same as :func:`linear_logprobs_ref`, with the Triton kernels (no N x V tensor at any point)."""
+    if TRITON_IMPORT_ERROR is not None:
+        raise RuntimeError(f"Triton is unavailable: {TRITON_IMPORT_ERROR}")
+    _check_inputs(hidden, weight, target_ids, temperature)
+    lp, entropy = LinearLogProbsTritonFunction.apply(hidden, weight, target_ids, float(temperature))
+    return lp, (entropy if with_entropy else None)
