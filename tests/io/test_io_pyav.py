@@ -1,0 +1,192 @@
+"""Frame-exact decoding with the PyAV backend: random access equals a front-to-back decode."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from conftest import sequential_decode
+from videoio_factory import index_frames, read_indices
+
+from videoseg_o3.io import FrameCacheConfig, VideoDecodeError, open_video, write_video
+
+
+def _assert_exact(frames: torch.Tensor, indices: list[int], truth: list[torch.Tensor]) -> None:
+    assert read_indices(frames) == list(indices)
+    for row, index in enumerate(indices):
+        if not torch.equal(frames[row], truth[index]):
+            diff = (frames[row].int() - truth[index].int()).abs()
+            raise AssertionError(f"frame {index} differs from the sequential decode: max |diff| {diff.max()}, {int((diff > 0).sum())} values")
+
+
+def test_metadata(long_gop_video):
+    with open_video(long_gop_video) as reader:
+        assert reader.backend == "pyav"
+        assert (reader.num_frames, reader.height, reader.width) == (300, 96, 128)
+        assert reader.fps == pytest.approx(30.0)
+        assert reader.source == str(long_gop_video)
+        assert len(reader) == 300 and reader.num_decoded == 0
+        assert list(reader.index.keyframes) == [0, 60, 120, 180, 240]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_subsets_in_random_order_are_exact(long_gop_video, long_gop_truth, seed):
+    rng = random.Random(seed)
+    indices = rng.sample(range(300), rng.randint(1, 40))
+    indices += rng.choices(indices, k=3)  # duplicates
+    rng.shuffle(indices)
+    with open_video(long_gop_video) as reader:
+        frames = reader.get_frames(indices)
+        assert frames.shape == (len(indices), 96, 128, 3) and frames.dtype == torch.uint8
+        _assert_exact(frames, indices, long_gop_truth)
+
+
+def test_first_last_and_keyframe_neighbours(long_gop_video, long_gop_truth):
+    indices = [299, 0, 59, 60, 61, 239, 240, 298]
+    with open_video(long_gop_video) as reader:
+        _assert_exact(reader.get_frames(indices), indices, long_gop_truth)
+    with open_video(long_gop_video) as reader:  # the last frame alone, from a fresh reader
+        _assert_exact(reader.get_frames([299]), [299], long_gop_truth)
+
+
+def test_accepts_ranges_arrays_and_tensors(long_gop_video, long_gop_truth):
+    with open_video(long_gop_video) as reader:
+        for indices in (range(10, 14), np.array([5, 3], dtype=np.int32), torch.tensor([7, 7, 1])):
+            _assert_exact(reader.get_frames(indices), [int(i) for i in indices], long_gop_truth)
+        assert reader.get_frames([]).shape == (0, 96, 128, 3)
+
+
+def test_repeated_requests_hit_the_cache(long_gop_video):
+    with open_video(long_gop_video) as reader:
+        first = reader.get_frames([250, 10, 130])
+        decoded = reader.num_decoded
+        assert decoded > 0
+        again = reader.get_frames([130, 250, 10, 10])
+        assert reader.num_decoded == decoded
+        assert torch.equal(again[0], first[2]) and torch.equal(again[3], first[1])
+
+
+def test_later_turn_decodes_only_new_frames(long_gop_video, long_gop_truth):
+    turn0 = [0, 50, 100, 150, 200, 250]
+    turn1 = [100, 150, 121, 125]  # two cached, two new in the GOP starting at 120
+    with open_video(long_gop_video) as reader:
+        reader.get_frames(turn0)
+        before = reader.num_decoded
+        _assert_exact(reader.get_frames(turn1), turn1, long_gop_truth)
+        new_cost = reader.num_decoded - before
+    with open_video(long_gop_video) as fresh:
+        fresh.get_frames([121, 125])
+        assert new_cost == fresh.num_decoded  # exactly the cost of the new frames alone
+    assert new_cost <= 125 - 120 + 1 + 2  # keyframe 120 .. 125, plus at most the B-frame reorder delay
+
+
+def test_skipping_unrequested_frames_changes_no_pixel(long_gop_video, long_gop_truth):
+    indices = sorted(random.Random(7).sample(range(300), 25))
+    with open_video(long_gop_video) as skipping, open_video(long_gop_video) as full:
+        full.skip_unrequested = False
+        a, b = skipping.get_frames(indices), full.get_frames(indices)
+        assert torch.equal(a, b)
+        _assert_exact(a, indices, long_gop_truth)
+        assert skipping.num_decoded < full.num_decoded
+
+
+def test_decoded_count_never_exceeds_the_seek_plan(long_gop_video):
+    for seed in range(3):
+        indices = sorted(random.Random(seed).sample(range(300), 30))
+        with open_video(long_gop_video) as reader:
+            reader.get_frames(indices)
+            runs = reader.index.plan(indices)
+            # each run decodes at most keyframe..last target plus the reorder delay (2 B-frames)
+            assert len(indices) <= reader.num_decoded <= reader.index.decode_cost(indices) + 2 * len(runs)
+
+
+def test_nv12_equals_the_sequential_nv12_decode(long_gop_video):
+    truth = sequential_decode(long_gop_video, "nv12")
+    indices = [3, 299, 64, 64]
+    with open_video(long_gop_video) as reader:
+        frames = reader.get_frames(indices, pixel_format="nv12")
+        assert frames.shape == (4, 96 * 3 // 2, 128) and frames.dtype == torch.uint8
+        for row, index in enumerate(indices):
+            assert torch.equal(frames[row], truth[index])
+        # rgb and nv12 are cached separately
+        decoded = reader.num_decoded
+        reader.get_frames([3], pixel_format="rgb")
+        assert reader.num_decoded > decoded
+
+
+def test_cache_budget_in_frames_evicts_least_recently_used(long_gop_video):
+    with open_video(long_gop_video, cache=FrameCacheConfig(max_frames=2, max_bytes=None)) as reader:
+        reader.get_frames([0, 1, 2])
+        assert len(reader.cache) == 2
+        decoded = reader.num_decoded
+        reader.get_frames([1, 2])  # the two most recent: cached
+        assert reader.num_decoded == decoded
+        reader.get_frames([0])  # evicted: decoded again
+        assert reader.num_decoded > decoded
+
+
+def test_cache_budget_in_bytes(long_gop_video):
+    frame_bytes = 96 * 128 * 3
+    with open_video(long_gop_video, cache=FrameCacheConfig(max_frames=None, max_bytes=3 * frame_bytes)) as reader:
+        frames = reader.get_frames(range(10))  # a request larger than the budget is still served whole
+        assert frames.shape[0] == 10
+        assert len(reader.cache) == 3 and reader.cache.nbytes == 3 * frame_bytes
+    with open_video(long_gop_video, cache=FrameCacheConfig(max_frames=0)) as reader:
+        reader.get_frames([5])
+        assert len(reader.cache) == 0
+
+
+def test_cache_config_rejects_bad_budgets():
+    with pytest.raises(ValueError, match=r"Invalid FrameCacheConfig.max_frames \(-1\)"):
+        FrameCacheConfig(max_frames=-1)
+    with pytest.raises(ValueError, match="max_bytes"):
+        FrameCacheConfig(max_bytes=1.5)
+
+
+def test_close_and_context_manager(long_gop_video):
+    reader = open_video(long_gop_video)
+    with reader:
+        reader.get_frames([1])
+    assert reader.closed
+    reader.close()  # idempotent
+    with pytest.raises(VideoDecodeError, match="closed"):
+        reader.get_frames([1])
+
+
+def test_open_gop_stream_is_exact(tmp_path):
+    """Open GOPs put B-frames that reference the previous GOP before a keyframe in display order."""
+    path = tmp_path / "open_gop.mkv"
+    write_video(path, index_frames(150), fps=25, gop=30, bframes=3, encoder_options={"x264-params": "keyint=30:min-keyint=30:scenecut=0:open-gop=1"})
+    truth = sequential_decode(path)
+    indices = [29, 28, 30, 58, 59, 60, 61, 149, 0]
+    with open_video(path) as reader:
+        _assert_exact(reader.get_frames(indices), indices, truth)
+    for index in (28, 58, 88):  # each alone, from a fresh reader
+        with open_video(path) as reader:
+            _assert_exact(reader.get_frames([index]), [index], truth)
+
+
+CONTAINERS = [
+    ("mkv", "libx264", {"gop": 30, "bframes": 2}),
+    ("mov", "libx264", {"gop": 30, "bframes": 2}),
+    ("webm", "libvpx-vp9", {"gop": 30}),
+    ("avi", "mpeg4", {"gop": 30, "bframes": 2}),
+    ("avi", "mjpeg", {}),
+    ("mp4", "libx265", {"gop": 30, "bframes": 2}),
+]
+
+
+@pytest.mark.parametrize(("ext", "codec", "options"), CONTAINERS, ids=[f"{c}-{e}" for e, c, _ in CONTAINERS])
+def test_containers_and_codecs_are_exact(tmp_path, ext, codec, options):
+    path = tmp_path / f"clip.{ext}"
+    write_video(path, index_frames(90), fps=24, codec=codec, **options)
+    truth = sequential_decode(path)
+    assert len(truth) == 90
+    indices = random.Random(3).sample(range(90), 15) + [89, 0, 89]
+    with open_video(path) as reader:
+        assert reader.num_frames == 90 and reader.fps == pytest.approx(24.0)
+        _assert_exact(reader.get_frames(indices), indices, truth)
+        nv12 = reader.get_frames([10], pixel_format="nv12")
+        assert nv12.shape == (1, 144, 128)

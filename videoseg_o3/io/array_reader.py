@@ -1,0 +1,56 @@
+"""Frames already in memory: a uint8 (T, H, W, 3) numpy array or tensor.
+
+Why a reader at all: the episode loop, the segmenter and the tests take a ``VideoReader``; wrapping
+arrays lets synthetic videos and pre-decoded clips go through the same code. Nothing is decoded, so
+there is no cache (it would only duplicate the array) and ``num_decoded`` stays 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from videoseg_o3.io.base import FrameIndices, VideoReader, normalize_indices
+from videoseg_o3.io.errors import VideoDecodeError
+from videoseg_o3.io.image_reader import DEFAULT_IMAGE_FPS
+
+
+class ArrayReader(VideoReader):
+    """Frames from a uint8 (T, H, W, 3) array or tensor; frames come back on the tensor's device."""
+
+    backend = "array"
+
+    def __init__(self, frames: np.ndarray | torch.Tensor, *, fps: float | None = None, name: str = "<array>") -> None:
+        if isinstance(frames, np.ndarray):
+            frames = torch.from_numpy(frames)
+        if not isinstance(frames, torch.Tensor):
+            raise VideoDecodeError(name, f"expected a numpy array or torch tensor, got {type(frames).__name__}")
+        if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+            raise VideoDecodeError(name, f"expected uint8 frames of shape (T, H, W, 3), got {tuple(frames.shape)} {frames.dtype}")
+        if frames.shape[0] == 0:
+            raise VideoDecodeError(name, "the array has zero frames")
+        if frames.shape[1] == 0 or frames.shape[2] == 0:
+            raise VideoDecodeError(name, f"the frames are empty ({frames.shape[1]}x{frames.shape[2]})")
+        if fps is not None and not fps > 0:
+            raise VideoDecodeError(name, f"invalid fps ({fps}); use a positive number or None")
+        super().__init__(name, num_frames=frames.shape[0], fps=float(fps or DEFAULT_IMAGE_FPS),
+                         height=frames.shape[1], width=frames.shape[2])
+        self._frames = frames
+
+    def get_frames(self, indices: FrameIndices, *, pixel_format: str = "rgb") -> torch.Tensor:
+        if pixel_format not in self.supported_pixel_formats:
+            raise VideoDecodeError(
+                self._source,
+                f"invalid pixel_format ({pixel_format!r}) for backend 'array'. Supported values are {', '.join(self.supported_pixel_formats)}.",
+            )
+        wanted = normalize_indices(indices, self._num_frames, self._source)
+        if self._closed:
+            raise VideoDecodeError(self._source, "the reader is closed")
+        index = torch.tensor(wanted, dtype=torch.long, device=self._frames.device)
+        return self._frames.index_select(0, index)
+
+    def _decode_frames(self, indices: list[int], pixel_format: str) -> dict[int, torch.Tensor]:
+        return {i: self._frames[i] for i in indices}  # unused: get_frames reads the array directly
+
+    def _release(self) -> None:
+        self._frames = None
