@@ -60,8 +60,9 @@ def linear_logprobs_ref(
         entropy: (N,) fp32 entropy of each token's distribution in nats (detached: a metric), or None.
     """
     _check_inputs(hidden, weight, target_ids, temperature)
-    # The matmul runs in the input dtype, exactly like an eager LM head; log_softmax in fp32.
-    logits = (hidden @ weight.T).float() / temperature
+    # The matmul runs in the input dtype, exactly like an eager LM head; log_softmax in fp32 (or
+    # fp64 for fp64 inputs, which the tests use as the exact answer).
+    logits = (hidden @ weight.T).to(torch.promote_types(hidden.dtype, torch.float32)) / temperature
     logp = torch.log_softmax(logits, dim=-1)
     lp = logp.gather(1, target_ids.long()[:, None])[:, 0]
     if not with_entropy:
