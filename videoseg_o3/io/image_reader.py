@@ -88,13 +88,13 @@ class ImageFramesReader(VideoReader):
             path = self.paths[index]
             try:
                 with Image.open(path) as image:
-                    array = np.asarray(image.convert("RGB"))
+                    array = np.array(image.convert("RGB"))  # a writable copy, owned by the tensor
             except (OSError, UnidentifiedImageError) as exc:
                 raise VideoDecodeError(path, f"truncated or corrupt image ({exc})") from exc
             self._num_decoded += 1
             if array.shape[:2] != (self._height, self._width):
                 raise VideoDecodeError(path, f"decoded size {array.shape[1]}x{array.shape[0]} differs from the header's")
-            out[index] = torch.from_numpy(np.ascontiguousarray(array))
+            out[index] = torch.from_numpy(array)
         return out
 
 

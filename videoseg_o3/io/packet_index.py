@@ -40,6 +40,8 @@ def open_container(path: str | Path) -> tuple[av.container.InputContainer, av.vi
     """
     try:
         container = av.open(str(path), mode="r", metadata_errors="replace")
+    except av.error.EOFError as exc:
+        raise VideoDecodeError(path, "no frames before the end of the file: an empty (zero frames) or truncated video") from exc
     except av.FFmpegError as exc:
         raise VideoDecodeError(path, f"not a video file, or a truncated or corrupt one (FFmpeg: {exc.strerror or exc})") from exc
     if not container.streams.video:
