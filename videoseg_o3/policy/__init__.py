@@ -18,3 +18,7 @@ __all__ = [
     "build_qwen_tokenizer",
     "ensure_seg_token",
 ]
+
+from videoseg_o3.policy.released import load_released_checkpoint, split_released_state_dict  # noqa: E402
+
+__all__ += ["load_released_checkpoint", "split_released_state_dict"]
