@@ -9,12 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
-
-if TYPE_CHECKING:  # pragma: no cover
-    pass
 
 __all__ = ["EXPRESSION_TYPES", "ExpressionRecord", "MaskSource"]
 

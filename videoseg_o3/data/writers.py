@@ -127,7 +127,8 @@ class DatasetWriter:
         folder = safe_join(self.root / "JPEGImages", *video_id.split("/"))
         folder.mkdir(parents=True, exist_ok=True)
         for name, frame in zip(names, frames):
-            Image.fromarray(frame).save(folder / f"{name}.jpg", quality=self.jpeg_quality)
+            with open(folder / f"{name}.jpg", "wb") as handle:
+                Image.fromarray(frame).save(handle, format="JPEG", quality=self.jpeg_quality)
 
     def _write_palette(self, video_id: str, names: list[str], object_masks: dict[int, np.ndarray]) -> None:
         first = next(iter(object_masks.values()), None)
@@ -154,8 +155,8 @@ class DatasetWriter:
 
 def _dump(path: Path, obj: object) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w") as handle:
-        json.dump(obj, handle, separators=(",", ":"))
+    # json.dumps (one string) runs the C encoder; json.dump to a file would run the pure-Python one.
+    tmp.write_text(json.dumps(obj, separators=(",", ":")))
     tmp.replace(path)
 
 

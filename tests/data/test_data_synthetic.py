@@ -1,0 +1,237 @@
+"""The synthetic task: determinism, exact masks, queries whose answers re-derive from the masks alone,
+and VTS-CoT / RL records that parse under the protocol and state true facts."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.data.conftest import SEED, TINY
+from videoseg_o3.data import load_benchmark
+from videoseg_o3.data.synthetic import COLOURS, SHAPES, SynthConfig, SynthVideo, generate_split, render_video, video_rng
+from videoseg_o3.data.vtscot import region_name
+
+
+def _videos(count: int, split: str = "val", seed: int = SEED, cfg: SynthConfig = TINY) -> list[SynthVideo]:
+    return [render_video(video_rng(seed, split, i), cfg, f"{split}_{i:05d}") for i in range(count)]
+
+
+def test_same_seed_same_video_and_splits_differ() -> None:
+    a = render_video(video_rng(5, "train", 3), TINY, "x")
+    b = render_video(video_rng(5, "train", 3), TINY, "x")
+    np.testing.assert_array_equal(a.frames, b.frames)
+    assert [(q.text, q.targets) for q in a.queries] == [(q.text, q.targets) for q in b.queries]
+    for oa, ob in zip(a.objects, b.objects):
+        np.testing.assert_array_equal(oa.visible, ob.visible)
+    c = render_video(video_rng(5, "val", 3), TINY, "x")
+    assert a.frames.shape != c.frames.shape or not np.array_equal(a.frames, c.frames)
+    with pytest.raises(ValueError, match="Supported values are train, val, test"):
+        video_rng(0, "dev", 0)
+
+
+def test_generate_split_is_byte_identical_per_seed(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        generate_split(tmp_path / name, 3, seed=9, split="test", cfg=TINY)
+    for file in ("meta_expressions.json", "mask_dict.json", "mask_dict_foreground.json", "vts_cot.json", "rl_data.json"):
+        assert (tmp_path / "a" / file).read_bytes() == (tmp_path / "b" / file).read_bytes(), file
+    frame = "JPEGImages/test_00001/00002.jpg"
+    assert (tmp_path / "a" / frame).read_bytes() == (tmp_path / "b" / frame).read_bytes()
+    meta = json.loads((tmp_path / "a" / "meta_expressions.json").read_text())
+    assert all(v.startswith("test_") for v in meta["videos"])
+
+
+def test_masks_are_exact_visible_regions() -> None:
+    for video in _videos(8):
+        covered = np.zeros(video.frames.shape[:3], dtype=int)
+        for obj in video.objects:
+            assert obj.visible.any()
+            covered += obj.visible
+            # Every visible pixel of an object shows exactly its colour (frames are rendered before JPEG).
+            assert (video.frames[obj.visible] == COLOURS[obj.colour]).all()
+        assert covered.max() <= 1  # visible masks are disjoint: occluded parts belong to the front object
+
+
+# ------------------------------------------------------------------- answers re-derived from masks
+
+
+def _first(obj) -> int:
+    return int(np.flatnonzero(obj.visible.any(axis=(1, 2)))[0])
+
+
+def _last(obj) -> int:
+    return int(np.flatnonzero(obj.visible.any(axis=(1, 2)))[-1])
+
+
+def _centroid(obj, frame: int):
+    ys, xs = np.nonzero(obj.visible[frame])
+    return (ys.mean(), xs.mean()) if ys.size else None
+
+
+def _matching(video: SynthVideo, words: list[str]) -> list:
+    out = []
+    for obj in video.objects:
+        attrs = {obj.size, obj.colour, obj.shape, "object"}
+        if all(w in attrs for w in words) and (words[-1] == "object" or words[-1] == obj.shape):
+            out.append(obj)
+    return out
+
+
+def _stop_is_real(obj) -> bool:
+    """Frame f is a stop: the object moved into frame f - 1 and has not moved since (f is its first still frame)."""
+    f = obj.stop_frame
+    return f is not None and f >= 2 and np.allclose(obj.centres[f - 1 :], obj.centres[f - 1]) and not np.allclose(obj.centres[f - 2], obj.centres[f - 1])
+
+
+def _rederive(video: SynthVideo, text: str) -> list[int] | None:
+    """Answer a query from the masks (and the trajectories for 'stop'), independently of the generator."""
+    m = re.fullmatch(r"all the (\w+) objects", text)
+    if m:
+        return sorted(o.object_id for o in video.objects if o.colour == m.group(1))
+    m = re.fullmatch(r"all the (\w+)s", text)
+    if m:
+        return sorted(o.object_id for o in video.objects if o.shape == m.group(1))
+    m = re.fullmatch(r"the (?:shape|object) that appears after the ([\w ]+) leaves", text)
+    if m:
+        (ref,) = _matching(video, m.group(1).split())
+        later = [o for o in video.objects if _first(o) > _last(ref)]
+        return [min(later, key=_first).object_id]
+    if text == "the object that appears last":
+        return [max(video.objects, key=_first).object_id]
+    if text == "the object that stops moving first":
+        stoppers = [o for o in video.objects if _stop_is_real(o) and o.visible[o.stop_frame].any()]
+        return [min(stoppers, key=lambda o: o.stop_frame).object_id]
+    m = re.fullmatch(r"the (leftmost|rightmost|highest|lowest) object in the (first|last) frame", text)
+    if m:
+        f = 0 if m.group(2) == "first" else video.num_frames - 1
+        seen = [(o, _centroid(o, f)) for o in video.objects if _centroid(o, f) is not None]
+        key = {"leftmost": lambda c: c[1], "rightmost": lambda c: -c[1], "highest": lambda c: c[0], "lowest": lambda c: -c[0]}[m.group(1)]
+        return [min(seen, key=lambda oc: key(oc[1]))[0].object_id]
+    m = re.fullmatch(r"the object nearest the (top|bottom)-(left|right) corner when the ([\w ]+) stops", text)
+    if m:
+        (ref,) = _matching(video, m.group(3).split())
+        assert _stop_is_real(ref)
+        f = ref.stop_frame
+        cy = 0.0 if m.group(1) == "top" else video.frames.shape[1]
+        cx = 0.0 if m.group(2) == "left" else video.frames.shape[2]
+        seen = [(o, _centroid(o, f)) for o in video.objects if o is not ref and _centroid(o, f) is not None]
+        return [min(seen, key=lambda oc: math.hypot(oc[1][0] - cy, oc[1][1] - cx))[0].object_id]
+    m = re.fullmatch(r"the object closest to the ([\w ]+) when the \1 first appears", text)
+    if m:
+        (ref,) = _matching(video, m.group(1).split())
+        f = _first(ref)
+        rc = _centroid(ref, f)
+        seen = [(o, _centroid(o, f)) for o in video.objects if o is not ref and _centroid(o, f) is not None]
+        return [min(seen, key=lambda oc: math.hypot(oc[1][0] - rc[0], oc[1][1] - rc[1]))[0].object_id]
+    m = re.fullmatch(r"the object that is still moving when the ([\w ]+) stops", text)
+    if m:
+        (ref,) = _matching(video, m.group(1).split())
+        assert _stop_is_real(ref)
+        f = ref.stop_frame
+        movers = [o for o in video.objects if o is not ref and o.visible[f].any() and not np.allclose(o.centres[f], o.centres[f - 1])]
+        assert len(movers) == 1
+        return [movers[0].object_id]
+    m = re.fullmatch(r"the ([\w ]+)", text)
+    if m:
+        matches = _matching(video, m.group(1).split())
+        assert len(matches) == 1, text
+        return [matches[0].object_id]
+    return None
+
+
+def test_every_query_has_the_answer_the_masks_imply() -> None:
+    cfg = SynthConfig(frames=(8, 24), size=(40, 64), objects=(2, 5), queries_per_video=4)
+    kinds = set()
+    for video in _videos(60, split="train", seed=1, cfg=cfg):
+        for query in video.queries:
+            answer = _rederive(video, query.text)
+            assert answer is not None, f"query outside the grammar: {query.text!r}"
+            assert sorted(query.targets) == answer, (video.video_id, query.text)
+            kinds.add(query.kind)
+            words = query.text.split()
+            assert all(w.strip(",") for w in words)
+    assert kinds == {"referring", "multi", "temporal", "spatial"}
+
+
+# ------------------------------------------------------------------------- VTS-CoT and RL records
+
+
+def test_vts_cot_records_parse_and_state_true_facts(synth_root) -> None:
+    protocol = pytest.importorskip("videoseg_o3.protocol")
+    root = synth_root("revos")
+    sft = json.loads((root / "vts_cot.json").read_text())
+    rl = json.loads((root / "rl_data.json").read_text())
+    dataset = load_benchmark(root, "revos")
+    by_key = {(r.video_id, r.expression_id): r for r in dataset}
+    assert len(sft) == len(rl) == len(dataset)
+    turn_counts = set()
+    for record, rl_item in zip(sft, rl):
+        assert set(record) >= {"video_name", "frames", "exp", "anno_id", "sample_frame_indice", "cot_trace", "conversations"}
+        gt_record = by_key[(record["video_name"], record["exp_id"])]
+        assert record["exp"] == gt_record.expression and record["frames"] == gt_record.frame_names
+        assert [str(a) for a in record["anno_id"]] == gt_record.annotation_ids
+        masks = gt_record.load_masks()
+        areas = masks.sum(axis=(1, 2))
+        present = np.flatnonzero(areas)
+        first, last = int(present[0]), int(present[-1])
+
+        turns = record["conversations"]
+        assert [t["from"] for t in turns[:2]] == ["system", "human"]
+        assert turns[0]["value"] == protocol.system_prompt(protocol.ProtocolConfig())
+        gpt = [t["value"] for t in turns if t["from"] == "gpt"]
+        assert [t["from"] for t in turns[2:]] == ["gpt", "human"] * (len(gpt) - 1) + ["gpt"]
+        turn_counts.add(len(gpt))
+        parses = [protocol.parse_turn(text) for text in gpt]
+        assert all(p.error is None for p in parses), [p.error for p in parses]
+        assert [p.action for p in parses] == ["select"] * (len(gpt) - 1) + ["answer"]
+        assert all(p.steps_present == (True, True, True) and p.has_action and p.has_seg for p in parses)
+        assert record["cot_trace"] == [{"start_frame": p.start, "end_frame": p.end, "key_frame": p.keyframe} for p in parses[:-1]]
+
+        answer = parses[-1]
+        assert (answer.start, answer.end) == (first, last)
+        assert areas[answer.keyframe] == areas.max()
+        assert f"visible from frame {first} to frame {last}" in answer.think
+        ys, xs = np.nonzero(masks[answer.keyframe])
+        region = region_name(ys.mean(), xs.mean(), masks.shape[1], masks.shape[2])
+        assert f"at frame {answer.keyframe}, in the {region} part of the frame, covering {int(areas.max())} pixels" in answer.think
+        previous = (0, len(areas) - 1)
+        for select in parses[:-1]:
+            assert previous[0] <= select.start <= first and last <= select.end <= previous[1]
+            assert areas[select.keyframe] > 0
+            assert f"visible only within frames {select.start} to {select.end}" in select.think
+            previous = (select.start, select.end)
+
+        (rl_record,) = rl_item
+        assert {k: rl_record[k] for k in ("video_name", "frames", "exp", "anno_id")} == {k: record[k] for k in ("video_name", "frames", "exp", "anno_id")}
+        assert rl_record["mask_existence"] == [int(a > 0) for a in areas]
+    assert turn_counts <= {1, 2, 3} and len(turn_counts) >= 2
+
+
+def test_config_errors_say_how_to_fix() -> None:
+    with pytest.raises(ValueError, match=r"Invalid frames \(\(10, 5\)\)"):
+        SynthConfig(frames=(10, 5))
+    with pytest.raises(ValueError, match="At most 12 objects"):
+        SynthConfig(objects=(2, 13))
+    with pytest.raises(ValueError, match="Keys are referring, multi, temporal, spatial"):
+        SynthConfig(query_weights={"count": 1.0})
+    with pytest.raises(ValueError, match=r"Invalid p_stop \(1.5\)"):
+        SynthConfig(p_stop=1.5)
+    assert len(SHAPES) * len(COLOURS) * 2 >= 12
+
+
+def test_synth_command_arguments(tmp_path: Path) -> None:
+    from videoseg_o3.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["synth", "--out", str(tmp_path), "--frames", "a-b"])
+    with pytest.raises(SystemExit):
+        main(["synth", "--out", str(tmp_path), "--split", "dev"])
+    assert main(["synth", "--out", str(tmp_path), "--videos", "0"]) == 2
+    assert main(["synth", "--out", str(tmp_path), "--videos", "2", "--frames", "6", "--size", "40-48", "--layout", "davis", "--no-progress"]) == 0
+    dataset = load_benchmark(tmp_path / "train", "davis")
+    assert all(r.num_frames == 6 for r in dataset)
+    assert not (tmp_path / "train" / "vts_cot.json").exists()  # records need mask_dict layouts
