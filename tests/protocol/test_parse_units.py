@@ -164,16 +164,17 @@ def test_anchor_frame_rules() -> None:
         "</think>" + " " * 300_000 + "<select>" + "</think> <answer>" * 30_000,
         "\ud800\udfff<think>\u212a\x00</think>" * 1000,
         "x" * 2_000_000,
+        "<think>a</think><select><VTG>start:" + " " * 4000 + "</VTG><RefSeg>[SEG]</RefSeg></select>",
     ],
     ids=["many-think", "think-select-no-close", "json-nesting", "huge-number", "non-finite", "long-int",
-         "many-select", "whitespace-runs", "surrogates", "too-long"],
+         "many-select", "whitespace-runs", "surrogates", "too-long", "loose-pair-whitespace"],
 )
 def test_adversarial_inputs_are_bounded(text) -> None:
     t0 = time.perf_counter()
     p = parse_turn(text)
     elapsed = time.perf_counter() - t0
     assert p.action in ("select", "answer", "invalid")
-    assert elapsed < 2.0, f"parse_turn took {elapsed:.2f}s on a {len(text)}-character input"
+    assert elapsed < 1.0, f"parse_turn took {elapsed:.2f}s on a {len(text)}-character input"
 
 
 def test_huge_json_payload_is_not_decoded() -> None:

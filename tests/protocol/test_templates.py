@@ -199,3 +199,49 @@ def test_frame_spec_validation() -> None:
         FrameSpec(0, 100, 10, "overview")
     with pytest.raises(ValueError, match="Invalid pixel range"):
         FrameSpec(0, 10, 100, "temporal")
+
+
+def test_messages_render_like_the_released_evaluation() -> None:
+    """Through the project's ChatML template, turn 0 renders as the released evaluation's prompt text."""
+    import jinja2
+
+    from videoseg_o3.policy.tokenizer import CHAT_TEMPLATE
+
+    obs = initial_observation("the red car", 100, EVAL)
+    msgs = chat_messages(system_prompt(EVAL), [obs])
+    rendered = jinja2.Environment().from_string(CHAT_TEMPLATE).render(messages=msgs, add_generation_prompt=True)
+    image = "<|vision_start|><|image_pad|><|vision_end|>"
+    expected = (
+        f"<|im_start|>system\n{RELEASED_SYS_PROMPT_ONE_LINE}<|im_end|>\n<|im_start|>user\n"
+        + image * 20
+        + "\nHere are 20 low-resolution frames in this video (frame indice is "
+        "[0, 5, 10, 15, 20, 26, 31, 36, 41, 46, 52, 57, 62, 67, 72, 78, 83, 88, 93, 99])\n"
+        + image * 8
+        + "Here are 8 high-resolution frames in this video (frame indice:[0, 14, 28, 42, 56, 70, 84, 99]).\n"
+        'The query is "the red car". Show me your thought process for finding and segmenting this target. '
+        "This video has 100 frames.<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert rendered == expected
+
+
+@pytest.mark.parametrize(
+    ("size", "max_pixels", "expected"),
+    [
+        ((1280, 720), 32 * 784, (211, 118)),    # 921,600 px down to <= 25,088, aspect kept
+        ((1280, 720), 512 * 784, (844, 475)),
+        ((150, 100), 32 * 784, (150, 100)),     # already inside the range
+        ((40, 30), 32 * 784, (64, 48)),         # below min_pixels (3,136): scaled up
+        ((4000, 10), 32 * 784, (3167, 28)),     # a side never drops below 28 px
+    ],
+)
+def test_frame_target_size(size, max_pixels, expected) -> None:
+    spec = FrameSpec(0, max_pixels, 4 * 784, "temporal")
+    w, h = spec.target_size(*size)
+    assert (w, h) == expected
+    if size[0] * size[1] > max_pixels and min(expected) > 28:
+        assert w * h <= max_pixels
+
+
+def test_frame_target_size_rejects_empty_frames() -> None:
+    with pytest.raises(ValueError, match=r"Invalid frame size \(0x10\)"):
+        FrameSpec(0, 100, 10, "keyframe").target_size(0, 10)

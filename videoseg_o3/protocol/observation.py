@@ -60,6 +60,23 @@ class FrameSpec:
                 f"Invalid pixel range ({self.min_pixels}, {self.max_pixels}). Need 0 < min_pixels <= max_pixels."
             )
 
+    def target_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) in pixels to resize a ``width x height`` frame to before the VLM processor.
+
+        The released code's rule, kept so checkpoints see frames of the size they were evaluated on:
+        a frame already within ``[min_pixels, max_pixels]`` keeps its size; otherwise both sides are
+        scaled by ``sqrt(target / (width * height))`` (target = the bound it crossed), truncated to
+        int, and kept at least 28 px. The processor then rounds to its own patch grid.
+        """
+        if width < 1 or height < 1:
+            raise ValueError(f"Invalid frame size ({width}x{height}). Width and height must be >= 1 pixel.")
+        pixels = width * height
+        if self.min_pixels <= pixels <= self.max_pixels:
+            return width, height
+        target = self.min_pixels if pixels < self.min_pixels else self.max_pixels
+        ratio = (target / pixels) ** 0.5
+        return max(28, int(width * ratio)), max(28, int(height * ratio))
+
 
 @dataclass
 class Observation:

@@ -58,8 +58,9 @@ _THINK_CLOSE = "</think>"
 _AFTER_THINK = re.compile(r"\s*<(answer|select)>")
 _ACTION_OPEN = re.compile(r"<(answer|select)>")
 # Loose "key: value" pairs for VTG payloads that are not JSON (single quotes, '=' , missing braces).
+# No two adjacent unbounded quantifiers can share characters, so a match attempt is linear.
 _LOOSE_PAIR = re.compile(
-    r"""["']?\b(start|end|keyframe)\b["']?\s*[:=]\s*["']?\s*([+-]?\d{1,18}(?:\.\d{0,18})?)(?![\d.])"""
+    r"""["']?\b(start|end|keyframe)\b["']?\s*[:=]\s*(?:["']\s*)?([+-]?\d{1,18}(?:\.\d{0,18})?)(?![\d.])"""
 )
 _INT_STRING = re.compile(r"\s*([+-]?\d{1,18})\s*")
 
