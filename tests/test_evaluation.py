@@ -103,6 +103,9 @@ def test_missing_and_misshapen_predictions(hand_dataset, tmp_path: Path) -> None
     result = evaluate(dataset, lenient)
     assert lenient.num_missing_frames == 1
     assert result.expressions[1].J == pytest.approx(0.5, abs=ATOL)
+    zeroed = evaluate(dataset, PredictionsDir(tmp_path / "pred", missing="zero"))
+    assert (zeroed.expressions[1].J, zeroed.expressions[1].F) == (0.0, 0.0)
+    assert zeroed.overall.J == pytest.approx(2 / 3, abs=ATOL)
     from videoseg_o3.data.masks import write_mask_png
 
     write_mask_png(missing, np.zeros((H + 1, W), dtype=bool))
@@ -110,7 +113,7 @@ def test_missing_and_misshapen_predictions(hand_dataset, tmp_path: Path) -> None
         evaluate(dataset, tmp_path / "pred")
     with pytest.raises(ValueError, match=r"shape \(2, 6, 7\), expected \(2, 6, 8\)"):
         evaluate(dataset, lambda r: np.zeros((T, H, W - 1), dtype=bool))
-    with pytest.raises(ValueError, match="Supported values are error, empty"):
+    with pytest.raises(ValueError, match="Supported values are error, empty, zero"):
         PredictionsDir(tmp_path / "pred", missing="skip")
 
 

@@ -208,6 +208,39 @@ def test_boundary_f_agrees_with_dense_official_restatement(shape: tuple[int, int
         assert abs(ours - _official_f(pred, gt)) <= ATOL, (shape, trial)
 
 
+def test_boundary_f_matches_the_official_cv2_skimage_code_when_installed() -> None:
+    """The literal official dilation (cv2.dilate with skimage's disk). Neither library is a dependency, so
+    this runs where both are installed (the dense scipy restatement above always runs)."""
+    cv2 = pytest.importorskip("cv2")
+    morphology = pytest.importorskip("skimage.morphology")
+
+    def official(pred: np.ndarray, gt: np.ndarray) -> float:
+        bound_pix = np.ceil(0.008 * np.linalg.norm(pred.shape))
+        fg_b, gt_b = _official_seg2bmap(pred), _official_seg2bmap(gt)
+        kernel = morphology.disk(bound_pix).astype(np.uint8)
+        fg_dil = cv2.dilate(fg_b.astype(np.uint8), kernel)
+        gt_dil = cv2.dilate(gt_b.astype(np.uint8), kernel)
+        n_fg, n_gt = fg_b.sum(), gt_b.sum()
+        if n_fg == 0 or n_gt == 0:
+            return 1.0 if n_fg == n_gt else 0.0
+        p = np.sum(fg_b * gt_dil) / float(n_fg)
+        r = np.sum(gt_b * fg_dil) / float(n_gt)
+        return 0.0 if p + r == 0 else 2 * p * r / (p + r)
+
+    rng = np.random.default_rng(7)
+    for shape in [(2, 2), (17, 23), (120, 160), (480, 854)]:
+        for trial in range(3):
+            gt = np.zeros(shape, dtype=bool)
+            pred = np.zeros(shape, dtype=bool)
+            for mask in (gt, pred):
+                for _ in range(4):
+                    y0, x0 = rng.integers(0, shape[0]), rng.integers(0, shape[1])
+                    mask[y0 : y0 + rng.integers(1, shape[0] // 2 + 2), x0 : x0 + rng.integers(1, shape[1] // 2 + 2)] = True
+            if trial == 2:
+                pred = rng.random(shape) > 0.8
+            assert abs(metrics.boundary_f(pred, gt) - official(pred, gt)) <= ATOL, (shape, trial)
+
+
 # ------------------------------------------------------------------------------------- A and R
 
 

@@ -36,6 +36,7 @@ from videoseg_o3.data.records import ExpressionRecord
 
 __all__ = [
     "MISSING_POLICIES",
+    "MissingPredictionError",
     "SUBMISSION_FORMATS",
     "EvalResult",
     "ExpressionScore",
@@ -51,8 +52,14 @@ __all__ = [
 PredictFn = Callable[[ExpressionRecord], np.ndarray]
 """``predict(record) -> (T, H, W) bool`` masks at the video's resolution."""
 
-MISSING_POLICIES = ("error", "empty")
+MISSING_POLICIES = ("error", "empty", "zero")
+"""What a missing prediction PNG means: an error, an empty mask, or (as the official MeViS/ReVOS scripts
+do for a missing video) a score of 0 on every metric for that expression."""
 SUBMISSION_FORMATS = ("mevis", "refytvos")
+
+
+class MissingPredictionError(FileNotFoundError):
+    """A prediction PNG is missing (raised by :class:`PredictionsDir` unless ``missing="empty"``)."""
 
 
 class PredictionsDir:
@@ -76,8 +83,8 @@ class PredictionsDir:
         for index, name in enumerate(record.frame_names):
             path = self.path(record, name)
             if not path.is_file():
-                if self.missing == "error":
-                    raise FileNotFoundError(f"Missing prediction {path} (video {record.video_id}, expression {record.expression_id}, frame {name}).")
+                if self.missing != "empty":
+                    raise MissingPredictionError(f"Missing prediction {path} (video {record.video_id}, expression {record.expression_id}, frame {name}).")
                 self.num_missing_frames += 1
                 continue
             mask = read_mask_png(path)
@@ -218,7 +225,8 @@ def evaluate(
         predictions: ``PRED_DIR`` path, a :class:`PredictionsDir`, or ``predict(record) -> (T, H, W) bool``.
         benchmark: the aggregation rule ("revos" averages its two subsets); default: ``dataset.format``,
             else the records' ``benchmark``.
-        missing: for a folder, what a missing PNG is: "error" (default) or "empty" (scored as an empty mask).
+        missing: for a folder, what a missing PNG is: "error" (default), "empty" (scored as an empty mask)
+            or "zero" (the expression scores 0 on every metric, as the official scripts score a missing video).
         progress: show a tqdm progress bar.
         bound_th: boundary tolerance (see :func:`videoseg_o3.metrics.boundary_f`).
     Returns:
@@ -237,9 +245,17 @@ def evaluate(
 
     with_r = name == "revos"
     rows: list[ExpressionScore] = []
+    zero_missing = isinstance(fn, PredictionsDir) and fn.missing == "zero"
     for record in iterator:
         gt = record.load_masks()
-        pred = _predict(fn, record, gt.shape[1:])
+        try:
+            pred = _predict(fn, record, gt.shape[1:])
+        except MissingPredictionError:
+            if not zero_missing:
+                raise
+            zero = 0.0 if with_r else None
+            rows.append(ExpressionScore(record.video_id, record.expression_id, record.expression, record.expression_type, record.num_frames, 0.0, 0.0, zero, zero))
+            continue
         foreground = record.load_foreground() if with_r else None
         if with_r and foreground is None:
             raise ValueError(

@@ -195,6 +195,8 @@ def test_vts_cot_records_parse_and_state_true_facts(synth_root) -> None:
         assert (answer.start, answer.end) == (first, last)
         assert areas[answer.keyframe] == areas.max()
         assert f"visible from frame {first} to frame {last}" in answer.think
+        hidden = int((areas[first : last + 1] == 0).sum())
+        assert (f"hidden in {hidden} frame" in answer.think) if hidden else ("hidden" not in answer.think)
         ys, xs = np.nonzero(masks[answer.keyframe])
         region = region_name(ys.mean(), xs.mean(), masks.shape[1], masks.shape[2])
         assert f"at frame {answer.keyframe}, in the {region} part of the frame, covering {int(areas.max())} pixels" in answer.think

@@ -24,8 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--submission", default=None, help="Also write the server submission zip here (mevis, refytvos).")
     parser.add_argument("--meta-file", dest="meta_file", default=None, help="Expression file, if not the layout's default name.")
     parser.add_argument(
-        "--missing", choices=("error", "empty"), default="error",
-        help="A missing prediction PNG is an error (default) or scored as an empty mask.",
+        "--missing", choices=("error", "empty", "zero"), default="error",
+        help="A missing prediction PNG is an error (default), an empty mask, or scores the expression 0 (the official scripts' rule).",
     )
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="Hide the progress bar.")
 

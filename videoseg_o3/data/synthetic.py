@@ -386,7 +386,8 @@ def _q_referring(video: SynthVideo, rng: np.random.Generator, cfg: SynthConfig) 
     desc = _unique_description(obj, video.objects)
     if desc is None:
         return None
-    facts = [f"Only one object is a {desc}: the {obj.description()}."]
+    article = "an" if desc[0] in "aeiou" else "a"
+    facts = [f"Only one object is {article} {desc}: the {obj.description()}."]
     return SynthQuery(f"the {desc}", [obj.object_id], "referring", facts)
 
 

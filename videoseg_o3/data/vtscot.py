@@ -96,7 +96,9 @@ def _turn_steps(video: "SynthVideo", query: "SynthQuery", mask: np.ndarray, turn
     region, area = _where(mask, key)
     if final:
         whole = start == 0 and end == num_frames - 1
-        temporal = f"{subject} visible from frame {start} to frame {end}" + ("." if whole else f" and absent outside that span of the {num_frames} frames.")
+        temporal = f"{subject} visible from frame {start} to frame {end}" + ("" if whole else f" and absent outside that span of the {num_frames} frames")
+        hidden = int((~mask[start : end + 1].any(axis=(1, 2))).sum())
+        temporal += f", though hidden in {hidden} frame{'s' if hidden > 1 else ''} in between." if hidden else "."
         spatial = f"{'They are' if plural else 'It is'} largest at frame {key}, in the {region} part of the frame, covering {area} pixels."
         expression = " ".join(query.facts) + f" So the query \"{query.text}\" refers to {_target_names(video, query)}."
     else:
