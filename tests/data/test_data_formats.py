@@ -192,3 +192,26 @@ def test_bad_format_and_type_id(tmp_path: Path, synth_root) -> None:
         load_benchmark(root, "revos")
     with pytest.raises(FileNotFoundError, match="Missing dataset root"):
         load_benchmark(tmp_path / "nowhere", "mevis")
+
+
+def test_absent_target_takes_the_video_size_and_sizes_must_agree(tmp_path: Path, synth_root) -> None:
+    root = _copy(synth_root, "mevis", tmp_path)
+    record = load_benchmark(root, "mevis")[0]
+    (key,) = record.annotation_ids[:1]
+    masks = json.loads((root / "mask_dict.json").read_text())
+    frames = masks[key]
+    masks[key] = [None] * len(frames)
+    (root / "mask_dict.json").write_text(json.dumps(masks))
+    absent = load_benchmark(root, "mevis")[0]
+    assert absent.annotation_ids == [key]  # the fixture's first expression has one target
+    gt = absent.load_masks()
+    assert gt.shape == (absent.num_frames, *absent.frame_size()) and not gt.any()
+    from videoseg_o3.data.masks import encode_rle
+
+    masks[key] = frames
+    first = next(i for i, rle in enumerate(frames) if rle is not None)
+    masks[key][first] = encode_rle(np.zeros((3, 3), dtype=bool))
+    second = next(i for i, rle in enumerate(frames) if rle is not None and i != first)
+    (root / "mask_dict.json").write_text(json.dumps(masks))
+    with pytest.raises(ValueError, match=rf"Invalid RLE size .*\[{key}\]\[{second}\]"):
+        load_benchmark(root, "mevis")[0].load_masks()

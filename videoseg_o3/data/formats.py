@@ -102,26 +102,19 @@ class MaskDictSource:
 
     def load_masks(self, record: ExpressionRecord) -> np.ndarray:
         num_frames = record.num_frames
-        entries = {key: self._frames_of(key, num_frames) for key in record.annotation_ids}
-        shape = None
-        for per_frame in entries.values():
-            for rle in per_frame:
-                if isinstance(rle, dict) and isinstance(rle.get("size"), list) and len(rle["size"]) == 2:
-                    shape = (int(rle["size"][0]), int(rle["size"][1]))
-                    break
-            if shape is not None:
-                break
-        if shape is None:  # the target is absent from every frame: take the size from the video
-            shape = record.frame_size()
+        decoded: list[tuple[int, np.ndarray, str]] = []
+        for key in record.annotation_ids:
+            for index, rle in enumerate(self._frames_of(key, num_frames)):
+                if rle is not None:
+                    where = f"{self.mask_dict_path} [{key}][{index}]"
+                    decoded.append((index, decode_rle(rle, where), where))
+        # The size comes from the RLEs; a target absent from every frame takes it from the video.
+        shape = decoded[0][1].shape if decoded else record.frame_size()
         masks = np.zeros((num_frames, *shape), dtype=bool)
-        for key, per_frame in entries.items():
-            for index, rle in enumerate(per_frame):
-                if rle is None:
-                    continue
-                mask = decode_rle(rle, f"{self.mask_dict_path} [{key}][{index}]")
-                if mask.shape != shape:
-                    raise ValueError(f"Invalid RLE size {list(mask.shape)} in {self.mask_dict_path} [{key}][{index}]: other frames are {list(shape)}.")
-                masks[index] |= mask
+        for index, mask, where in decoded:
+            if mask.shape != shape:
+                raise ValueError(f"Invalid RLE size {list(mask.shape)} in {where}: other frames are {list(shape)}.")
+            masks[index] |= mask
         return masks
 
     def load_foreground(self, record: ExpressionRecord) -> np.ndarray | None:
