@@ -103,7 +103,8 @@ class LinearLogProbsChunkedFunction(torch.autograd.Function):
         need_hidden, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         n = hidden.shape[0]
         grad_hidden = torch.empty_like(hidden) if need_hidden else None
-        # fp32 accumulation across chunks; cast once at the end.
+        # fp32 accumulation across chunks, cast once at the end. fp32 inputs accumulate in place (addmm_);
+        # 16-bit inputs need a (V, H) 16-bit product per chunk because addmm_ cannot mix dtypes.
         grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_weight else None
         if grad_lp is None:
             grad_lp = torch.zeros(n, dtype=torch.float32, device=hidden.device)
@@ -118,7 +119,10 @@ class LinearLogProbsChunkedFunction(torch.autograd.Function):
             if need_hidden:
                 grad_hidden[sl] = dlogits @ weight
             if need_weight:
-                grad_weight.add_((dlogits.T @ hidden[sl]).float())
+                if hidden.dtype == torch.float32:
+                    grad_weight.addmm_(dlogits.T, hidden[sl])
+                else:
+                    grad_weight.add_(dlogits.T @ hidden[sl])
             del dlogits
         return grad_hidden, (grad_weight.to(weight.dtype) if need_weight else None), None, None, None
 
