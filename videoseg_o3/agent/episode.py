@@ -1,0 +1,545 @@
+"""The episode state machine (design.md §3): observe -> generate -> parse -> fetch frames -> repeat.
+
+One episode is one dialogue between the policy and a video:
+
+1. turn 0: the protocol's first observation (low-resolution frames over the whole video, a few
+   high-resolution frames, the query) is rendered with the policy's chat template, its frames are
+   fetched from the video reader, resized to their budgets and appended to the dialogue context;
+2. the policy generates one assistant turn token by token; the last-layer hidden state at every
+   ``[SEG]`` it emits is kept and projected to a 256-d SAM2 prompt;
+3. the turn is parsed (``protocol.parse_turn`` never raises); ``protocol.next_step`` says continue
+   (a ``<select>``: the follow-up observation shows frames of the chosen interval and the keyframe)
+   or stop (``<answer>``, an invalid turn, an empty interval, ``max_turns``).
+
+Like verl's tool agent loop, the result is a flat token stream with a ``response_mask`` (1 = a
+token the policy chose, 0 = prompt, observation and image tokens), which is what a policy-gradient
+loss needs. The reader caches decoded frames, so a frame shown twice is decoded once.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+
+from videoseg_o3.agent.context import Chunk, DialogueContext, check_mode
+from videoseg_o3.agent.frames import resize_for_policy
+from videoseg_o3.agent.generation import GenerationConfig, TokenChooser
+from videoseg_o3.device import synchronize
+
+# Stand-in for an assistant message while rendering the chat template; the text after it is the
+# follow-up chunk. Any string the template copies verbatim works.
+_ASSISTANT_PLACEHOLDER = "\u2063videoseg_o3_assistant_turn\u2063"
+
+STAGES = ("video_decode", "preprocess", "vision_encoder", "prefill", "decode")
+
+
+@dataclass
+class TurnRecord:
+    """One assistant turn and the observation that preceded it.
+
+    Attributes:
+        index: 0-based turn number.
+        frames: the observation's images in order (``protocol.FrameSpec``: index, budget, role).
+        shown_keyframe: the keyframe shown at high resolution in that observation (None at turn 0).
+        prompt_ids: ``(P,)`` long, the tokens appended before this turn (chat markup, text, image
+            placeholders; in ``reencode`` mode the dialogue before them is re-run too).
+        token_ids: ``(G,)`` long, the tokens the policy chose (the stop token included when emitted).
+        text: ``token_ids`` decoded (special tokens kept except the stop token).
+        parse: ``protocol.TurnParse`` of ``text``.
+        keyframe: this turn's VTG keyframe clipped into the video, or None.
+        seg_hidden: ``(num_seg, H)`` last-layer hidden states at the ``[SEG]`` tokens.
+        seg_embeddings: ``(num_seg, 256)`` projected (SAM2 prompts).
+        timings: seconds per stage (``STAGES``).
+        prefill_tokens, decode_tokens: tokens run through the language model for this turn.
+    """
+
+    index: int
+    frames: list[Any]
+    shown_keyframe: int | None
+    prompt_ids: torch.Tensor
+    token_ids: torch.Tensor
+    text: str
+    parse: Any
+    keyframe: int | None
+    seg_hidden: torch.Tensor
+    seg_embeddings: torch.Tensor
+    timings: dict[str, float]
+    prefill_tokens: int
+    decode_tokens: int
+
+    @property
+    def action(self) -> str:
+        return self.parse.action
+
+    @property
+    def seg_embedding(self) -> torch.Tensor | None:
+        """``(256,)`` the last ``[SEG]`` of this turn, or None when it emitted none."""
+        return self.seg_embeddings[-1] if self.seg_embeddings.shape[0] else None
+
+    def decode_frame(self, num_frames: int) -> int:
+        """Frame this turn's ``[SEG]`` is decoded on during RL: the keyframe visible at the turn
+        (the previous select's), the middle frame ``N // 2`` at turn 0 (the released rollouts' rule)."""
+        return self.shown_keyframe if self.shown_keyframe is not None else num_frames // 2
+
+
+@dataclass
+class Trajectory:
+    """A whole episode.
+
+    Attributes:
+        query: the user's question.
+        num_frames: frames in the video.
+        mode: ``"kv"`` or ``"reencode"``.
+        turns: one :class:`TurnRecord` per assistant turn.
+        input_ids: ``(L,)`` long, the whole dialogue (every prompt chunk and every chosen token).
+        response_mask: ``(L,)`` long, 1 where the policy chose the token, 0 elsewhere.
+        mm_token_type_ids: ``(L,)`` int, 1 at image placeholders.
+        image_grid_thw: ``(num_images, 3)`` long, every image of the dialogue in order.
+        pixel_values: ``(sum(prod(grid)), D)`` float, the images' patches (for re-scoring in training).
+        anchor_frame: ``protocol.anchor_frame`` of the turns (where SAM2 is conditioned).
+        final_seg_embedding: ``(256,)`` last ``[SEG]`` of the final turn, None when it has none.
+        stop_reason: ``"answer"``, ``"invalid"``, ``"empty_interval"``, ``"max_turns"`` or the
+            protocol's own word.
+        prefill_tokens, decode_tokens: language-model tokens over the episode.
+        timings: seconds per stage summed over turns (``STAGES``) plus ``"total"``.
+    """
+
+    query: str
+    num_frames: int
+    mode: str
+    turns: list[TurnRecord]
+    input_ids: torch.Tensor
+    response_mask: torch.Tensor
+    mm_token_type_ids: torch.Tensor
+    image_grid_thw: torch.Tensor
+    pixel_values: torch.Tensor | None
+    anchor_frame: int
+    final_seg_embedding: torch.Tensor | None
+    stop_reason: str
+    prefill_tokens: int
+    decode_tokens: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def parses(self) -> list[Any]:
+        return [t.parse for t in self.turns]
+
+    @property
+    def num_turns(self) -> int:
+        return len(self.turns)
+
+
+# ---------------------------------------------------------------------- rendering
+def observation_content(observation: Any) -> list[dict[str, str]]:
+    """Chat content items of an observation: text parts and one image item per frame, in order."""
+    from videoseg_o3 import protocol
+
+    to_chat = getattr(protocol, "to_chat_content", None)
+    if to_chat is not None:
+        return list(to_chat(observation))
+    items: list[dict[str, str]] = []
+    for part in observation.parts:
+        items.append({"type": "text", "text": part} if isinstance(part, str) else {"type": "image"})
+    return items
+
+
+class _Renderer:
+    """Turns observations into chunk text with the policy's own chat template.
+
+    The first chunk is ``[system, user]`` + generation prompt; a follow-up chunk is what the
+    template adds after an assistant message: its closing markup, the new user message and the
+    next generation prompt. Deriving it from the template (instead of hard-coding ChatML) keeps
+    the token stream identical to what a full re-render would give, which KV reuse needs.
+    """
+
+    def __init__(self, processor: Any, system: str | None) -> None:
+        self.processor = processor
+        self.system = [{"role": "system", "content": system}] if system else []
+
+    def _render(self, messages: list[dict[str, Any]]) -> str:
+        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def first(self, content: list[dict[str, str]]) -> str:
+        return self._render(self.system + [{"role": "user", "content": content}])
+
+    def followup(self, content: list[dict[str, str]]) -> str:
+        base = self.system + [{"role": "user", "content": [{"type": "text", "text": "q"}]}]
+        before = self._render(base) + _ASSISTANT_PLACEHOLDER
+        full = self._render(base + [{"role": "assistant", "content": _ASSISTANT_PLACEHOLDER},
+                                    {"role": "user", "content": content}])
+        if not full.startswith(before):
+            raise RuntimeError(
+                "The policy's chat template does not render a dialogue as a prefix of its continuation "
+                "(an assistant message is rewritten when a user message follows); multi-turn episodes "
+                "need a prefix-stable template such as Qwen's ChatML."
+            )
+        return full[len(before):]
+
+
+# ---------------------------------------------------------------------- the loop
+class _EpisodeRunner:
+    """State of one episode in progress (one video, one query, one context)."""
+
+    def __init__(self, policy: Any, video: Any, query: str, protocol_config: Any, mode: str) -> None:
+        from videoseg_o3 import protocol
+
+        self.protocol = protocol
+        self.policy = policy
+        self.video = video
+        self.query = query
+        self.cfg = protocol_config
+        self.mode = check_mode(mode)
+        self.num_frames = int(video.num_frames)
+        system_prompt = getattr(protocol, "system_prompt", None)
+        self.renderer = _Renderer(policy.processor, system_prompt(protocol_config) if system_prompt else None)
+        self.eos_ids = _stop_token_ids(policy)
+        self.ctx = DialogueContext(policy, mode)
+        self.mask: list[int] = []
+        self.turns: list[TurnRecord] = []
+        # A stop token the policy chose but that has not entered the context yet (it opens the next chunk).
+        self.pending_stop: int | None = None
+
+    def fork(self) -> "_EpisodeRunner":
+        other = _EpisodeRunner.__new__(_EpisodeRunner)
+        other.__dict__.update(self.__dict__)
+        other.ctx = self.ctx.fork()
+        other.mask = list(self.mask)
+        other.turns = list(self.turns)
+        return other
+
+    # -- observation -> prompt chunk
+    def prepare(self, observation: Any, turn_index: int) -> tuple[Chunk, dict[str, float], list[Any]]:
+        device = self.policy.device
+        specs = list(observation.frames())
+        content = observation_content(observation)
+        text = self.renderer.first(content) if turn_index == 0 else self.renderer.followup(content)
+        timings = {"video_decode": 0.0, "preprocess": 0.0}
+        images = None
+        if specs:
+            wanted = sorted({int(s.index) for s in specs})
+            t0 = time.perf_counter()
+            decoded = self.video.get_frames(wanted)
+            timings["video_decode"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            row = {index: i for i, index in enumerate(wanted)}
+            frames = decoded[[row[int(s.index)] for s in specs]].cpu()
+            images = resize_for_policy(frames, specs)
+        else:
+            t0 = time.perf_counter()
+        out = self.policy.processor(text=[text], images=images, return_tensors="pt")
+        ids = out["input_ids"][0]
+        types = out["mm_token_type_ids"][0] if "mm_token_type_ids" in out else (ids == self.policy.model.config.image_token_id)
+        pixels = out.get("pixel_values")
+        grids = out.get("image_grid_thw")
+        if self.pending_stop is not None:
+            closing = self.policy.tokenizer.encode(self.policy.tokenizer.convert_ids_to_tokens(self.pending_stop),
+                                                   add_special_tokens=False)
+            # The template's follow-up opens with the stop token the policy already emitted: keep the
+            # policy's copy (response mask 1) instead of duplicating it.
+            if ids[: len(closing)].tolist() == closing:
+                ids, types = ids[len(closing):], types[len(closing):]
+            ids = torch.cat([torch.tensor([self.pending_stop]), ids])
+            types = torch.cat([torch.zeros(1, dtype=types.dtype), types])
+        if pixels is not None:
+            pixels = pixels.to(device=device, dtype=self.policy.dtype)
+        chunk = Chunk(ids.to(device), types.to(device=device, dtype=torch.int32), pixels,
+                      grids.to(device) if grids is not None else None)
+        synchronize(device)
+        timings["preprocess"] = time.perf_counter() - t0
+        return chunk, timings, specs
+
+    def prefill(self, chunk: Chunk) -> Any:
+        carried = self.pending_stop is not None
+        out = self.ctx.prefill(chunk)
+        self.mask.extend([1] * int(carried) + [0] * (chunk.input_ids.numel() - int(carried)))
+        self.pending_stop = None
+        return out
+
+    # -- generation
+    def generate(self, logits: torch.Tensor, chooser: TokenChooser, max_new_tokens: int,
+                 forced: list[int] | None) -> tuple[list[int], list[torch.Tensor]]:
+        """Generate one turn; returns the chosen ids and the hidden states at its ``[SEG]`` tokens."""
+        if forced is not None:
+            return self._teacher_force(forced[:max_new_tokens])
+        chosen: list[int] = []
+        seg_hidden: list[torch.Tensor] = []
+        for _ in range(max_new_tokens):
+            token = chooser(logits)
+            chosen.append(token)
+            if token in self.eos_ids:
+                self.pending_stop = token
+                break
+            out = self.ctx.decode(torch.tensor([token]))
+            self.mask.append(1)
+            if token == self.policy.seg_token_id:
+                seg_hidden.append(out.hidden[-1])
+            logits = out.logits
+        return chosen, seg_hidden
+
+    def _teacher_force(self, forced: list[int]) -> tuple[list[int], list[torch.Tensor]]:
+        """Run a scripted turn in one forward pass (causal attention makes every hidden state equal
+        to token-by-token decoding's); the tokens count as decode tokens, like generated ones."""
+        for i, token in enumerate(forced):
+            if token in self.eos_ids:
+                forced = forced[: i + 1]
+                break
+        body = forced[:-1] if forced and forced[-1] in self.eos_ids else forced
+        if forced and forced[-1] in self.eos_ids:
+            self.pending_stop = forced[-1]
+        if not body:
+            return forced, []
+        ids = torch.tensor(body)
+        out = self.ctx.decode(ids)
+        self.mask.extend([1] * len(body))
+        seg_rows = (ids == self.policy.seg_token_id).nonzero().flatten().tolist()
+        return forced, [out.hidden[r] for r in seg_rows]
+
+    def turn(self, index: int, observation: Any, chunk: Chunk, prep_timings: dict[str, float], specs: list[Any],
+             prefill_out: Any, before: Any, chooser: TokenChooser, generation: GenerationConfig,
+             forced: list[int] | None) -> TurnRecord:
+        stats0 = (before.prefill_tokens, before.decode_tokens, before.vision_encoder_s, before.prefill_s, before.decode_s)
+        chosen, seg_hidden = self.generate(prefill_out.logits, chooser, generation.max_new_tokens, forced)
+        stats = self.ctx.stats
+        text_ids = [t for t in chosen if t not in self.eos_ids]
+        text = self.policy.tokenizer.decode(text_ids, skip_special_tokens=False)
+        parse = self.protocol.parse_turn(text)
+        clipped = parse.clipped(self.num_frames)
+        hidden = torch.stack(seg_hidden) if seg_hidden else torch.zeros(0, self.policy.hidden_size, device=self.policy.device)
+        with torch.inference_mode():
+            embeddings = self.policy.projector(hidden.to(self.policy.projector[0].weight.dtype))
+        keyframes = [s for s in specs if getattr(s, "role", None) == "keyframe"]
+        timings = dict(prep_timings)
+        timings["vision_encoder"] = stats.vision_encoder_s - stats0[2]
+        timings["prefill"] = stats.prefill_s - stats0[3]
+        timings["decode"] = stats.decode_s - stats0[4]
+        return TurnRecord(
+            index=index,
+            frames=specs,
+            shown_keyframe=int(keyframes[-1].index) if keyframes else None,
+            prompt_ids=chunk.input_ids.detach().cpu(),
+            token_ids=torch.tensor(chosen, dtype=torch.long),
+            text=text,
+            parse=parse,
+            keyframe=clipped[2] if clipped is not None else None,
+            seg_hidden=hidden,
+            seg_embeddings=embeddings,
+            timings=timings,
+            prefill_tokens=stats.prefill_tokens - stats0[0],
+            decode_tokens=stats.decode_tokens - stats0[1],
+        )
+
+    def stop_reason(self, parse: Any, turn_index: int) -> str | None:
+        """None to continue, else why the episode ends."""
+        step = self.protocol.next_step(parse, turn_index, self.num_frames, self.cfg)
+        if step == "continue":
+            return None
+        if parse.action in ("answer", "invalid"):
+            return parse.action
+        if parse.action == "select" and parse.interval_is_empty(self.num_frames):
+            return "empty_interval"
+        if turn_index + 1 >= self.cfg.max_turns:
+            return "max_turns"
+        return str(step)
+
+    def finish(self, stop_reason: str, total_s: float) -> Trajectory:
+        ctx = self.ctx
+        ids = ctx.input_ids.detach().cpu()
+        types = ctx.mm_token_type_ids.detach().cpu()
+        if self.pending_stop is not None:
+            # The final stop token never needs a forward pass, but it is a policy choice: it belongs
+            # to the stream (mask 1) so a loss can score it.
+            ids = torch.cat([ids, torch.tensor([self.pending_stop])])
+            types = torch.cat([types, torch.zeros(1, dtype=types.dtype)])
+            self.mask.append(1)
+            self.pending_stop = None
+        if len(self.mask) != ids.numel():  # an internal invariant, checked because training relies on it
+            raise RuntimeError(f"response mask length {len(self.mask)} != dialogue length {ids.numel()}")
+        parses = [t.parse for t in self.turns]
+        anchor = self.protocol.anchor_frame(parses, self.num_frames)
+        final = self.turns[-1].seg_embedding if self.turns else None
+        timings = {stage: sum(t.timings.get(stage, 0.0) for t in self.turns) for stage in STAGES}
+        timings["total"] = total_s
+        return Trajectory(
+            query=self.query,
+            num_frames=self.num_frames,
+            mode=self.mode,
+            turns=self.turns,
+            input_ids=ids,
+            response_mask=torch.tensor(self.mask, dtype=torch.long),
+            mm_token_type_ids=types,
+            image_grid_thw=ctx.image_grid_thw.detach().cpu(),
+            pixel_values=torch.cat(ctx.pixel_values) if ctx.pixel_values else None,
+            anchor_frame=int(anchor),
+            final_seg_embedding=final,
+            stop_reason=stop_reason,
+            prefill_tokens=sum(t.prefill_tokens for t in self.turns),
+            decode_tokens=sum(t.decode_tokens for t in self.turns),
+            timings=timings,
+        )
+
+
+def _stop_token_ids(policy: Any) -> set[int]:
+    """Tokens that end an assistant turn: the tokenizer's eos (``<|im_end|>``) and the generation config's."""
+    ids: set[int] = set()
+    tok = policy.tokenizer
+    if tok.eos_token_id is not None:
+        ids.add(int(tok.eos_token_id))
+    gen_eos = getattr(getattr(policy.model, "generation_config", None), "eos_token_id", None)
+    if isinstance(gen_eos, int):
+        ids.add(gen_eos)
+    elif gen_eos:
+        ids.update(int(i) for i in gen_eos)
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    if isinstance(im_end, int) and im_end >= 0 and im_end != tok.unk_token_id:
+        ids.add(im_end)
+    return ids
+
+
+ForcedTurns = Sequence[str] | Callable[[int, list[Any]], str | None] | None
+
+
+def _forced_ids(policy: Any, forced_turns: ForcedTurns, turn_index: int, turns: list[TurnRecord]) -> list[int] | None:
+    """Token ids of a scripted assistant turn (its text + the stop token), or None to let the policy choose."""
+    if forced_turns is None:
+        return None
+    if callable(forced_turns):
+        text = forced_turns(turn_index, turns)
+    else:
+        text = forced_turns[turn_index] if turn_index < len(forced_turns) else None
+    if text is None:
+        return None
+    tok = policy.tokenizer
+    return tok.encode(text, add_special_tokens=False) + [int(tok.convert_tokens_to_ids("<|im_end|>"))]
+
+
+def _run(runner: _EpisodeRunner, start_turn: int, observation: Any, generation: GenerationConfig,
+         chooser: TokenChooser, forced_turns: ForcedTurns, t_start: float,
+         first: tuple[Chunk, dict[str, float], list[Any], Any, Any] | None = None) -> Trajectory:
+    """Continue an episode from ``observation`` at ``start_turn`` until it stops."""
+    index = start_turn
+    stop = "max_turns"
+    while index < runner.cfg.max_turns:
+        if first is not None:
+            chunk, prep, specs, out, before = first
+            first = None
+        else:
+            chunk, prep, specs = runner.prepare(observation, index)
+            before = _snapshot(runner.ctx.stats)
+            out = runner.prefill(chunk)
+        forced = _forced_ids(runner.policy, forced_turns, index, runner.turns)
+        record = runner.turn(index, observation, chunk, prep, specs, out, before, chooser, generation, forced)
+        runner.turns.append(record)
+        reason = runner.stop_reason(record.parse, index)
+        if reason is not None:
+            stop = reason
+            break
+        observation = runner.protocol.followup_observation(runner.query, runner.num_frames, record.parse, runner.cfg)
+        index += 1
+    return runner.finish(stop, time.perf_counter() - t_start)
+
+
+def _snapshot(stats: Any) -> Any:
+    from dataclasses import replace
+
+    return replace(stats)
+
+
+def _check_inputs(video: Any, query: str) -> None:
+    if not isinstance(query, str) or not query.strip():
+        raise ValueError(f"Invalid query ({query!r}): it must be a non-empty string.")
+    if int(getattr(video, "num_frames", 0)) < 1:
+        raise ValueError("Invalid video: it has no frames (num_frames < 1).")
+
+
+def run_episode(
+    policy: Any,
+    video: Any,
+    query: str,
+    *,
+    protocol: Any = None,
+    generation: GenerationConfig | None = None,
+    mode: str = "kv",
+    forced_turns: ForcedTurns = None,
+) -> Trajectory:
+    """Run one multi-turn episode of ``policy`` on ``video`` for ``query``.
+
+    Args:
+        policy: a :class:`videoseg_o3.policy.SegPolicy`.
+        video: a ``videoseg_o3.io`` reader (``num_frames``, ``get_frames(indices) -> (n, H, W, 3) uint8``).
+        query: the question (non-empty).
+        protocol: a ``ProtocolConfig`` (default: the eval preset's defaults).
+        generation: a :class:`GenerationConfig` (default: greedy, 1024 tokens per turn).
+        mode: ``"kv"`` (extend the cache each turn) or ``"reencode"`` (re-run the whole dialogue each
+            turn, the reference behaviour). Both give the same tokens for greedy decoding.
+        forced_turns: scripted assistant turns (teacher forcing): a list of texts, one per turn, or
+            a callable ``(turn_index, previous_turns) -> text | None``. The policy still runs every
+            scripted token (so caches, ``[SEG]`` states and timings are real); None lets it choose.
+    Returns:
+        a :class:`Trajectory`. A malformed turn ends the episode with its parse, never an exception.
+    """
+    from videoseg_o3 import protocol as protocol_module
+
+    _check_inputs(video, query)
+    cfg = protocol if protocol is not None else protocol_module.ProtocolConfig()
+    generation = generation if generation is not None else GenerationConfig()
+    t_start = time.perf_counter()
+    runner = _EpisodeRunner(policy, video, query, cfg, mode)
+    chooser = TokenChooser(generation, policy.device)
+    observation = protocol_module.initial_observation(query, runner.num_frames, cfg)
+    return _run(runner, 0, observation, generation, chooser, forced_turns, t_start)
+
+
+def run_episodes(
+    policy: Any,
+    videos: Sequence[Any],
+    queries: Sequence[str],
+    *,
+    protocol: Any = None,
+    generation: GenerationConfig | None = None,
+    mode: str = "kv",
+    num_rollouts: int = 1,
+    forced_turns: ForcedTurns = None,
+) -> list[Trajectory]:
+    """Several episodes: one per (video, query) pair, each with ``num_rollouts`` rollouts (GRPO's G).
+
+    The rollouts of one prompt share its first observation: it is decoded, encoded and prefilled
+    once, and every rollout continues from a copy of that context (the cache is mutated in place,
+    so sharing it would corrupt the siblings). Rollout ``g`` samples with seed ``seed + g`` so a
+    seeded call is reproducible and the rollouts differ. Episodes run one after another on the
+    device; the result is ordered prompt-major: ``[p0 g0, p0 g1, ..., p1 g0, ...]``.
+
+    Returns:
+        ``len(videos) * num_rollouts`` trajectories. In rollouts after the first, turn 0 reports 0
+        prefill tokens (its prompt was prefilled once, for the first rollout).
+    """
+    from videoseg_o3 import protocol as protocol_module
+
+    if len(videos) != len(queries):
+        raise ValueError(f"Invalid batch: {len(videos)} videos but {len(queries)} queries; pass one query per video.")
+    if isinstance(num_rollouts, bool) or not isinstance(num_rollouts, int) or num_rollouts < 1:
+        raise ValueError(f"Invalid num_rollouts ({num_rollouts!r}). Set it to an int >= 1.")
+    cfg = protocol if protocol is not None else protocol_module.ProtocolConfig()
+    generation = generation if generation is not None else GenerationConfig()
+    results: list[Trajectory] = []
+    for p, (video, query) in enumerate(zip(videos, queries)):
+        _check_inputs(video, query)
+        t_start = time.perf_counter()
+        base = _EpisodeRunner(policy, video, query, cfg, mode)
+        observation = protocol_module.initial_observation(query, base.num_frames, cfg)
+        chunk, prep, specs = base.prepare(observation, 0)
+        before = _snapshot(base.ctx.stats)
+        out = base.prefill(chunk)
+        for g in range(num_rollouts):
+            runner = base.fork() if g < num_rollouts - 1 else base
+            if g > 0:
+                # The shared prefix was paid for once, by rollout 0.
+                prep = {k: 0.0 for k in prep}
+                before = _snapshot(runner.ctx.stats)
+            chooser = TokenChooser(generation, policy.device, seed_offset=p * num_rollouts + g)
+            first = (chunk, prep, specs, out, before)
+            results.append(_run(runner, 0, observation, generation, chooser, forced_turns, t_start, first))
+            t_start = time.perf_counter()
+    return results
