@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -40,57 +41,77 @@ class FrameCacheConfig:
 
 
 class FrameCache:
-    """LRU map from a key (frame index, pixel format) to a decoded frame tensor, within a budget.
+    """LRU map from a key, e.g. (frame index, pixel format), to a decoded frame, within a budget.
 
+    Two tiers share the budget: requested frames, and low-priority frames that a decoder passed
+    through on the way to a requested one (kept so that a later request for them decodes nothing).
+    Low-priority entries are evicted first, so frames nobody asked for never push out requested ones.
     Not thread-safe on its own; readers guard it with their lock.
     """
 
     def __init__(self, config: FrameCacheConfig | None = None) -> None:
         self.config = config or FrameCacheConfig()
-        self._frames: OrderedDict[Hashable, torch.Tensor] = OrderedDict()
+        self._frames: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
+        self._low: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
         self._nbytes = 0
 
     def __len__(self) -> int:
-        return len(self._frames)
+        return len(self._frames) + len(self._low)
 
     def __contains__(self, key: Hashable) -> bool:
-        return key in self._frames
+        return key in self._frames or key in self._low
 
     @property
     def nbytes(self) -> int:
-        """Bytes of frame data currently held."""
+        """Bytes of frame data currently held (both tiers)."""
         return self._nbytes
 
-    def get(self, key: Hashable) -> torch.Tensor | None:
-        """The cached frame for ``key`` (marked most recently used), or None."""
-        frame = self._frames.get(key)
-        if frame is not None:
-            self._frames.move_to_end(key)
-        return frame
+    @property
+    def num_low_priority(self) -> int:
+        """Entries in the low-priority (passed-through) tier."""
+        return len(self._low)
 
-    def put(self, key: Hashable, frame: torch.Tensor) -> None:
-        """Insert ``frame`` as most recently used, then evict until within budget.
+    def get(self, key: Hashable) -> Any | None:
+        """The cached frame for ``key`` (marked most recently used in its tier), or None."""
+        for tier in (self._frames, self._low):
+            entry = tier.get(key)
+            if entry is not None:
+                tier.move_to_end(key)
+                return entry[0]
+        return None
+
+    def put(self, key: Hashable, frame: Any, nbytes: int | None = None, *, low_priority: bool = False) -> None:
+        """Insert ``frame`` as most recently used in its tier, then evict until within budget.
+
+        Args:
+            nbytes: the frame's size; computed for tensors, required for other objects.
+            low_priority: a frame nobody asked for (evicted before any requested frame).
 
         A frame larger than the whole byte budget is not kept at all (keeping it would evict everything
         else and still break the budget).
         """
-        size = frame.numel() * frame.element_size()
+        size = frame.numel() * frame.element_size() if nbytes is None else int(nbytes)
         max_frames, max_bytes = self.config.max_frames, self.config.max_bytes
         if max_frames == 0 or (max_bytes is not None and size > max_bytes):
             return
-        old = self._frames.pop(key, None)
-        if old is not None:
-            self._nbytes -= old.numel() * old.element_size()
-        self._frames[key] = frame
+        self.discard(key)
+        (self._low if low_priority else self._frames)[key] = (frame, size)
         self._nbytes += size
-        while self._frames and (
-            (max_frames is not None and len(self._frames) > max_frames)
-            or (max_bytes is not None and self._nbytes > max_bytes)
+        while len(self) and (
+            (max_frames is not None and len(self) > max_frames) or (max_bytes is not None and self._nbytes > max_bytes)
         ):
-            _, evicted = self._frames.popitem(last=False)
-            self._nbytes -= evicted.numel() * evicted.element_size()
+            _, (_, evicted) = (self._low if self._low else self._frames).popitem(last=False)
+            self._nbytes -= evicted
+
+    def discard(self, key: Hashable) -> None:
+        """Remove ``key`` from either tier if present."""
+        for tier in (self._frames, self._low):
+            entry = tier.pop(key, None)
+            if entry is not None:
+                self._nbytes -= entry[1]
 
     def clear(self) -> None:
         """Drop every frame."""
         self._frames.clear()
+        self._low.clear()
         self._nbytes = 0

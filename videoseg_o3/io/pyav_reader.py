@@ -1,8 +1,8 @@
 """CPU decoding with PyAV (FFmpeg bundled in the wheel), frame-exact via the packet index.
 
 Why PyAV and not a hand-written demux/decode loop in C++: PyAV already releases the GIL while FFmpeg
-decodes, ships its own FFmpeg (no system libraries needed) and exposes packets, keyframe flags and
-timestamps, which is all the exact seeking below needs.
+decodes, ships its own FFmpeg (no system libraries needed) and exposes packets, keyframe flags,
+timestamps and the decoder's ``skip_frame`` switch, which is all the exact, minimal decoding below needs.
 """
 
 from __future__ import annotations
@@ -24,15 +24,28 @@ _AV_FORMATS = {"rgb": "rgb24", "nv12": "nv12"}
 _PER_PACKET_SKIP_CODECS = ("h264", "hevc", "mpeg4", "mpeg2video", "mpeg1video")
 
 
-class PyAVReader(VideoReader):
-    """Reads a video file on the CPU, decoding only what a request needs.
+def _passed_key(index: int) -> tuple[int, str]:
+    """Cache key of a frame the decoder produced without it being requested (kept in decoded form)."""
+    return (index, "decoded")
 
-    For each request the missing frames are grouped into runs (:meth:`PacketIndex.plan`); each run
-    seeks to the keyframe before its first target, skips (demux only) any packets the seek landed on
-    before that keyframe, and decodes forward, matching decoded frames to frame numbers by timestamp,
-    until its last target is out. Frames passed through on the way are counted in
-    ``num_decoded`` but not cached: caching them would let frames nobody asked for push requested ones
-    out of the bounded cache.
+
+class PyAVReader(VideoReader):
+    """Reads a video file on the CPU, decoding each frame at most once while it stays cached.
+
+    For each request, frames already cached are served first; the rest are grouped into runs
+    (:meth:`PacketIndex.plan`). A run either continues the decoder from where the previous request
+    left it (when that is already past the run's keyframe and before its first target), or seeks to
+    the keyframe before its first target, skips (demux only) any packets the seek landed on before
+    that keyframe, and decodes forward, matching decoded frames to frame numbers by timestamp, until
+    its last target is out. Frames decoded on the way without being asked for are kept in the cache's
+    low-priority tier in their decoded (YUV) form: a later turn that asks for them converts instead of
+    decoding, and they are evicted before any requested frame.
+
+    Args:
+        path: the video file.
+        cache: the frame cache budget.
+        skip_unrequested: let the decoder drop unrequested non-reference frames (default; no pixel of
+            a requested frame changes). False decodes every frame between keyframe and target.
     """
 
     backend = "pyav"
@@ -54,70 +67,81 @@ class PyAVReader(VideoReader):
         # frame threads (each thread keeps its own copy of the context): keep slice threading.
         stream.thread_type = "SLICE"
         self.skip_unrequested = skip_unrequested and index.codec in _PER_PACKET_SKIP_CODECS
+        # Frame index of the last frame the decoder output while it can still continue forward
+        # (None: it must seek first). Lets a later request continue instead of re-decoding the GOP.
+        self._parked: int | None = None
+        # Frames sent with skip_frame="NONREF": decoded only if the decoder ever outputs them.
+        self._unconfirmed: set[int] = set()
 
+    # -- request handling -------------------------------------------------------------------------
     def _decode_frames(self, indices: list[int], pixel_format: str) -> dict[int, torch.Tensor]:
         out: dict[int, torch.Tensor] = {}
-        for run in self.index.plan(indices):
-            self._decode_run(run, pixel_format, out)
+        remaining = []
+        for index in indices:
+            frame = self._cache.get(_passed_key(index))
+            if frame is None:
+                remaining.append(index)
+            else:
+                out[index] = _to_tensor(frame, pixel_format, self._source)
+        try:
+            for run in self.index.plan(remaining):
+                self._decode_run(run, pixel_format, out)
+        except BaseException:
+            self._parked = None  # decoder state unknown: seek next time
+            self._unconfirmed.clear()
+            raise
         return out
 
     def _decode_run(self, run: DecodeRun, pixel_format: str, out: dict[int, torch.Tensor]) -> None:
         pending = set(run.targets)
-        keyframe_pts = int(self.index.pts[run.keyframe]) if run.keyframe >= 0 else None
-        # The second attempt, from the file start, covers demuxers whose seek lands after the keyframe
-        # asked for (decoding forward would then never meet it).
-        status = self._decode_from(run.seek_timestamp, keyframe_pts, pending, pixel_format, out)
-        if status == "overshot" and run.seek_timestamp is not None:
-            status = self._decode_from(None, keyframe_pts, pending, pixel_format, out)
+        if self._parked is not None and run.keyframe <= self._parked < run.targets[0]:
+            status = self._decode_forward(pending, pixel_format, out)
+        else:
+            self._finish_pass()
+            keyframe_pts = int(self.index.pts[run.keyframe]) if run.keyframe >= 0 else None
+            status = self._decode_forward(pending, pixel_format, out, seek_timestamp=run.seek_timestamp, keyframe_pts=keyframe_pts, seek=True)
+            if status == "overshot" and run.seek_timestamp is not None:
+                # the demuxer's seek landed after the keyframe: start from the file start instead
+                status = self._decode_forward(pending, pixel_format, out, seek_timestamp=None, keyframe_pts=keyframe_pts, seek=True)
         if pending:
+            self._finish_pass()
             raise VideoDecodeError(
                 self._source,
                 f"frames {sorted(pending)[:8]} could not be decoded: truncated or corrupt stream "
                 "(the decoder produced no frame with their timestamps)",
             )
 
-    def _decode_from(self, seek_timestamp: int | None, keyframe_pts: int | None, pending: set[int],
-                     pixel_format: str, out: dict[int, torch.Tensor]) -> str:
-        """Seek, skip to the keyframe, decode forward until every frame in ``pending`` is in ``out``.
+    # -- decoding ---------------------------------------------------------------------------------
+    def _decode_forward(self, pending: set[int], pixel_format: str, out: dict[int, torch.Tensor], *,
+                        seek_timestamp: int | None = None, keyframe_pts: int | None = None, seek: bool = False) -> str:
+        """Decode forward (after seeking when ``seek``) until every frame in ``pending`` is in ``out``.
 
-        Three savings over "decode everything from the seek point", none of which changes a pixel:
+        Savings over "decode everything from the seek point", none of which changes a pixel:
         - Demuxers seek by their own notion of time (dts, pts, or dts shifted by an edit list), so a
           seek often lands a keyframe early; packets before the wanted keyframe are skipped unread by
           the decoder (demuxing is cheap, decoding is not).
         - Packets that are not requested are sent with ``skip_frame="NONREF"`` (codecs whose decoder
           honours it per frame): the decoder drops them if no other frame references them (most
           B-frames), since nobody will look at them.
-        - Decoding stops at the last requested frame.
+        - Decoding stops at the last requested frame, and the decoder is parked there for the next request.
 
-        ``num_decoded`` counts requested packets when sent and the others only if the decoder output
-        them (a dropped non-reference frame is never output); the decoder is drained at the end of the
-        run so that frames still in its reorder buffer are counted too.
+        ``num_decoded`` counts requested packets when sent and the others when the decoder outputs them
+        (a dropped non-reference frame is never output; see :meth:`_finish_pass` for the rest).
 
-        Returns "done", "overshot" (the seek landed after the keyframe) or "missing" (stream ended or
-        moved past a requested frame without producing it).
+        Returns "done", "overshot" (the seek landed after the keyframe) or "missing" (the stream ended,
+        or moved past a requested frame without producing it).
         """
         ctx = self._stream.codec_context
-        unconfirmed: set[int] = set()
         last = max(pending)
-
-        def take(frames) -> int | None:
-            position = None
-            for frame in frames:
-                position = self.index.position_of(frame.pts)
-                if position in unconfirmed:
-                    unconfirmed.discard(position)
-                    self._num_decoded += 1
-                if position in pending:
-                    out[position] = _to_tensor(frame, pixel_format, self._source)
-                    pending.discard(position)
-            return position
-
         try:
-            if seek_timestamp is None:
-                self._container.seek(0, backward=True, any_frame=False)  # AV_TIME_BASE units: the file start
-            else:
-                self._container.seek(seek_timestamp, stream=self._stream, backward=True, any_frame=False)
-            started = keyframe_pts is None
+            if seek:
+                self._parked = None
+                self._unconfirmed.clear()
+                if seek_timestamp is None:
+                    self._container.seek(0, backward=True, any_frame=False)  # AV_TIME_BASE units: the file start
+                else:
+                    self._container.seek(seek_timestamp, stream=self._stream, backward=True, any_frame=False)
+            started = not seek or keyframe_pts is None
             for packet in self._container.demux(self._stream):
                 ts = packet.pts if packet.pts is not None else packet.dts
                 if not started:
@@ -133,20 +157,50 @@ class PyAVReader(VideoReader):
                         self._num_decoded += 1
                     else:
                         ctx.skip_frame = "NONREF"
-                        unconfirmed.add(position)
-                newest = take(packet.decode())
+                        self._unconfirmed.add(position)
+                newest = self._take(packet.decode(), pending, pixel_format, out)
+                if packet.size == 0:  # end of stream: the decoder is drained and must seek next time
+                    self._parked = None
+                    self._unconfirmed.clear()
                 if not pending:
-                    ctx.skip_frame = "DEFAULT"
-                    if packet.size:  # after the end-of-stream packet the decoder is drained already
-                        take(ctx.decode(None))  # drain: count what is still in the reorder buffer
                     return "done"
                 if newest is not None and newest > last:
-                    break  # output is in presentation order: a requested frame was skipped over
+                    return "missing"  # output is in presentation order: a requested frame was passed over
             return "missing"
         except av.FFmpegError as exc:
             raise VideoDecodeError(self._source, f"truncated or corrupt stream while decoding ({exc})") from exc
         finally:
             ctx.skip_frame = "DEFAULT"
+
+    def _take(self, frames, pending: set[int], pixel_format: str, out: dict[int, torch.Tensor]) -> int | None:
+        """Route decoded frames: requested ones to ``out``, the rest to the low-priority cache."""
+        position = None
+        for frame in frames:
+            position = self.index.position_of(frame.pts)
+            if position is None:
+                continue
+            self._parked = position
+            if position in self._unconfirmed:
+                self._unconfirmed.discard(position)
+                self._num_decoded += 1
+            if position in pending:
+                out[position] = _to_tensor(frame, pixel_format, self._source)
+                pending.discard(position)
+            else:
+                nbytes = sum(plane.buffer_size for plane in frame.planes)
+                self._cache.put(_passed_key(position), frame, nbytes, low_priority=True)
+        return position
+
+    def _finish_pass(self) -> None:
+        """Before a seek: drain the decoder so that frames still in its reorder buffer (decoded, not yet
+        output) are counted and cached rather than thrown away."""
+        if self._parked is not None:
+            try:
+                self._take(self._stream.codec_context.decode(None), set(), "rgb", {})
+            except av.FFmpegError:
+                pass  # a decoder that cannot drain loses only those cached frames
+        self._parked = None
+        self._unconfirmed.clear()
 
     def _release(self) -> None:
         self._container.close()
