@@ -127,7 +127,8 @@ def algorithms(chunk_size: int, with_triton: bool) -> dict[str, Callable]:
         f"chunked({chunk_size})": lambda *a, **k: chunked_linear_grpo_loss(*a, chunk_size=chunk_size, **k),
     }
     if with_triton:
-        algos["triton"] = triton_linear_grpo_loss
+        algos[f"triton(bwd chunk {chunk_size})"] = lambda *a, **k: triton_linear_grpo_loss(*a, backward_chunk_size=chunk_size, **k)
+        algos["triton(atomic bwd)"] = lambda *a, **k: triton_linear_grpo_loss(*a, backward_chunk_size=None, **k)
     return algos
 
 
@@ -253,7 +254,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hidden", type=int, default=QWEN3_VL_2B_HIDDEN, help="H (Qwen3-VL-2B: 2048)")
     p.add_argument("--vocab", type=int, default=QWEN3_VL_2B_VOCAB, help="V (Qwen3 tokenizer: 151,936)")
     p.add_argument("--dtype", default="bfloat16" if on_gpu else "float32", choices=["float32", "bfloat16"], help="input dtype")
-    p.add_argument("--chunk-size", type=int, default=1024 if on_gpu else 32, help="tokens per chunk of the torch-chunked baseline")
+    p.add_argument("--chunk-size", type=int, default=2048 if on_gpu else 32, help="tokens per chunk of the torch-chunked baseline and of the Triton chunked backward")
     p.add_argument("--iters", type=int, default=5, help="timed repetitions on the GPU (median)")
     p.add_argument("--peak-tflops", type=float, default=989.0, help="nominal dense peak for the nominal floor (H100 SXM bf16: 989)")
     p.add_argument("--triton-small", default="48,64,4000", help="N,H,V at which the CPU run measures Triton under the interpreter ('' to skip)")

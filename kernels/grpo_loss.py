@@ -43,7 +43,7 @@ from typing import Callable
 import torch
 
 from kernels import _triton_support
-from kernels.linear_logprobs import linear_logprobs_chunked, linear_logprobs_ref, linear_logprobs_triton
+from kernels.linear_logprobs import DEFAULT_BACKWARD_CHUNK_SIZE, linear_logprobs_chunked, linear_logprobs_ref, linear_logprobs_triton
 
 KL_TYPES = ("k1", "k2", "k3")
 LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
@@ -334,8 +334,13 @@ def triton_linear_grpo_loss(
     temperature: float = 1.0,
     max_len: int | None = None,
     return_entropy: bool = False,
+    backward_chunk_size: int | None = DEFAULT_BACKWARD_CHUNK_SIZE,
 ) -> tuple[torch.Tensor, ...]:
-    """:func:`grpo_loss_ref` with the Triton LM-head kernels; raises when Triton cannot take these tensors."""
+    """:func:`grpo_loss_ref` with the Triton LM-head kernels; raises when Triton cannot take these tensors.
+
+    ``backward_chunk_size``: tokens per backward chunk, or None for the fully fused atomic backward
+    (:func:`kernels.linear_logprobs.linear_logprobs_triton`).
+    """
     reason = _triton_support.unavailable_reason()
     if reason is not None:
         raise RuntimeError(f"The Triton GRPO loss is unavailable: {reason}")
@@ -345,8 +350,11 @@ def triton_linear_grpo_loss(
             + ("the interpreter takes CPU tensors" if _triton_support.INTERPRET else "it needs accelerator tensors")
             + " in float32/bfloat16/float16."
         )
+    def logprob_fn(h: torch.Tensor, w: torch.Tensor, t: torch.Tensor, temp: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return linear_logprobs_triton(h, w, t, temp, backward_chunk_size=backward_chunk_size)
+
     return _linear_grpo_loss(
-        linear_logprobs_triton, hidden, weight, target_ids, loss_mask, advantages, seq_ids=seq_ids, old_logps=old_logps,
+        logprob_fn, hidden, weight, target_ids, loss_mask, advantages, seq_ids=seq_ids, old_logps=old_logps,
         ref_logps=ref_logps, seg_bonus=seg_bonus, beta=beta, kl_type=kl_type, clip_low=clip_low, clip_high=clip_high,
         loss_agg_mode=loss_agg_mode, temperature=temperature, max_len=max_len, return_entropy=return_entropy,
     )

@@ -41,13 +41,17 @@ CASES = [
 TIERS = [
     pytest.param("chunked", id="chunked"),
     pytest.param("triton", id="triton", marks=pytest.mark.triton),
+    pytest.param("triton-atomic", id="triton-atomic", marks=pytest.mark.triton),
 ]
 
 
 def _tier_fn(tier: str):
     if tier == "chunked":
         return lambda *a, **k: chunked_linear_grpo_loss(*a, chunk_size=5, **k)
-    return triton_linear_grpo_loss
+    if tier == "triton-atomic":
+        return lambda *a, **k: triton_linear_grpo_loss(*a, backward_chunk_size=None, **k)
+    # several backward chunks, the last one partial
+    return lambda *a, **k: triton_linear_grpo_loss(*a, backward_chunk_size=7, **k)
 
 
 @pytest.mark.parametrize("tier", TIERS)
@@ -57,7 +61,7 @@ def test_matches_reference_fp32(tier, case_id, problem_opts, loss_opts) -> None:
     problem.kwargs.update(loss_opts)
     expected = problem.run(grpo_loss_ref)
     actual = problem.run(_tier_fn(tier))
-    prefix = "triton_fp32" if tier == "triton" else "chunked_fp32"
+    prefix = "triton_fp32" if tier.startswith("triton") else "chunked_fp32"
     if problem_opts.get("logit_scale", 1.0) > 10:
         # Logits of ~1e3: lp = z_target - logsumexp cancels two ~1e3 numbers, so every fp32 implementation
         # (the reference too) is off by a few ulp(1e3). Hold the kernel to the low-precision rule against fp64.
@@ -79,7 +83,7 @@ def test_every_mode_and_kl(tier, loss_agg_mode, kl_type) -> None:
     problem = make_grpo_problem(n=17, v=70, seed=3, loss_agg_mode=loss_agg_mode, kl_type=kl_type, beta=0.3)
     expected = problem.run(grpo_loss_ref)
     actual = problem.run(_tier_fn(tier))
-    prefix = "triton_fp32" if tier == "triton" else "chunked_fp32"
+    prefix = "triton_fp32" if tier.startswith("triton") else "chunked_fp32"
     ctx = f"{tier}/{loss_agg_mode}/{kl_type}"
     assert_match("loss", actual["loss"], expected["loss"], prefix, ctx)
     for key in ("grad_hidden", "grad_weight", "grad_seg_bonus"):
@@ -113,11 +117,15 @@ def test_no_loss_tokens_gives_zero_loss_and_zero_grads(tier) -> None:
 
 
 @pytest.mark.triton
-def test_frozen_lm_head_gets_no_weight_grad() -> None:
+@pytest.mark.parametrize("backward_chunk_size", [4, None], ids=["chunked-backward", "atomic-backward"])
+def test_frozen_lm_head_gets_no_weight_grad(backward_chunk_size) -> None:
     """LoRA freezes the LM head: the kernel then skips the weight product entirely."""
     problem = make_grpo_problem(n=11, seed=2)
     hidden = problem.hidden.clone().requires_grad_()
-    loss, _ = triton_linear_grpo_loss(hidden, problem.weight, problem.target_ids, problem.loss_mask, problem.advantages, **problem.kwargs)
+    loss, _ = triton_linear_grpo_loss(
+        hidden, problem.weight, problem.target_ids, problem.loss_mask, problem.advantages, **problem.kwargs,
+        backward_chunk_size=backward_chunk_size,
+    )
     loss.backward()
     hidden_ref = problem.hidden.clone().requires_grad_()
     loss_ref, _ = grpo_loss_ref(hidden_ref, problem.weight, problem.target_ids, problem.loss_mask, problem.advantages, **problem.kwargs)
