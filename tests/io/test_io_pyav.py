@@ -243,3 +243,14 @@ def test_decode_count_for_30_of_300_frames(gop30_video):
         full_gops = reader.num_decoded
     assert 300 / skipping >= 1.4
     assert skipping < 0.75 * full_gops
+
+
+def test_a_seek_that_lands_late_falls_back_to_the_file_start(long_gop_video, long_gop_truth):
+    """If a demuxer seeks past the keyframe asked for, decoding from there would never meet the target:
+    the reader must notice (the first packet is past the keyframe) and start from the file start."""
+    with open_video(long_gop_video) as reader:
+        index = reader.index
+        late = np.append(index.pts[index.keyframes[1:]], index.pts[-1])  # each seek aims one GOP too far
+        index.keyframe_seek_timestamps[:] = late
+        indices = [70, 10, 250, 130]
+        _assert_exact(reader.get_frames(indices), indices, long_gop_truth)

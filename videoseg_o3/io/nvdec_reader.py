@@ -117,6 +117,10 @@ class NvdecReader(VideoReader):
         h, w = self._height, self._width
         expected = (h, w, 3) if pixel_format == "rgb" else (h * 3 // 2, w)
         tensor = torch.from_dlpack(frame)
+        if tensor.ndim == 3 and tensor.shape[-1] == 1:  # some releases export planar surfaces as (rows, W, 1)
+            tensor = tensor[..., 0]
+        if tensor.ndim == len(expected) and tensor.shape[0] == expected[0] and tensor.shape[1] > w:
+            tensor = tensor[:, :w]  # a pitched surface: drop the row padding
         if tuple(tensor.shape) != expected:
             numel = expected[0] * expected[1] * (expected[2] if len(expected) == 3 else 1)
             if tensor.numel() != numel:
