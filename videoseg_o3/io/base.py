@@ -113,8 +113,15 @@ class VideoReader(abc.ABC):
 
     @property
     def num_decoded(self) -> int:
-        """Frames the backend has decoded so far, including frames passed through on the way from a
-        keyframe to a requested frame (cache hits decode nothing)."""
+        """Frames the backend has decoded so far: the cost measure of the decode-count goal.
+
+        "pyav": every frame its decoder decoded, including frames passed through on the way from a
+        keyframe to a requested one; not the non-reference frames it was allowed to drop. A frame
+        still in the decoder's reorder buffer when a request returns is counted once its fate is
+        known (when the decoder continues, seeks or drains). "frames": image files decoded.
+        "torchcodec", "nvdec": frames the library returned (they do not report their internal
+        pass-through frames). "array": always 0. Cache hits decode nothing.
+        """
         return self._num_decoded
 
     @property
