@@ -17,6 +17,9 @@ TOL: dict[str, tuple[float, float]] = {
     "nvdec_vs_cpu_nv12": (0.0, 0.0),
     # torchcodec (system FFmpeg) vs PyAV (bundled FFmpeg) RGB: same decoder, swscale versions may round differently
     "torchcodec_vs_pyav_u8": (1.0, 0.0),
+    # frame prep of a decoded frame given as NV12 vs as FFmpeg's RGB (std 0.5): 3 uint8 levels of chroma
+    # upsampling and rounding difference between swscale and the op
+    "decoded_nv12_vs_rgb_prep": (3 / 255 / 0.5, 0.0),
     # metrics vs hand-computed values
     "metrics": (1e-6, 0.0),
     # KV-reuse logits vs a full re-encode (fp32 tiny models)

@@ -108,3 +108,19 @@ def test_nvdec_nv12_feeds_the_cuda_frame_prep_without_a_host_copy(nvdec_videos):
     boxes = torch.tensor([[0.0, 0.0, 128.0, 96.0], [10.0, 20.0, 70.0, 90.0]], device=nv12.device)
     out = frame_prep.prepare_frames(nv12, boxes, (32, 32), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), pixel_format="nv12")
     assert out.shape == (2, 3, 32, 32) and out.device == nv12.device and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("gray", [True, False])
+def test_cpu_nv12_frames_feed_the_frame_prep(tmp_path, gray):
+    """The reader's NV12 layout is the one prepare_frames(pixel_format="nv12") expects: preparing a
+    frame from its NV12 and from FFmpeg's RGB of the same decode gives the same result."""
+    frame_prep = pytest.importorskip("videoseg_o3.ops.frame_prep")
+    path = tmp_path / "clip.mp4"
+    write_video(path, index_frames(10, gray=gray), fps=10)
+    boxes = torch.tensor([[0.0, 0.0, 128.0, 96.0], [10.0, 20.0, 71.0, 90.0], [5.0, 5.0, 6.0, 6.0]])
+    with open_video(path) as reader:
+        nv12 = reader.get_frames([3, 7, 9], pixel_format="nv12")
+        rgb = reader.get_frames([3, 7, 9])
+    a = frame_prep.prepare_frames(nv12, boxes, (32, 24), (0.5,) * 3, (0.5,) * 3, pixel_format="nv12")
+    b = frame_prep.prepare_frames(rgb, boxes, (32, 24), (0.5,) * 3, (0.5,) * 3)
+    torch.testing.assert_close(a, b, **tol("decoded_nv12_vs_rgb_prep"))
