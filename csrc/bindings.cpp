@@ -1,2 +1,55 @@
+// videoseg_o3._C: the CPU ops, bound without torch (arrays arrive through the buffer protocol, so
+// a torch tensor's .numpy() view is read in place, strides and all).
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
-PYBIND11_MODULE(_C, m) { m.def("version", []() { return 1; }); }
+#include <pybind11/stl.h>
+
+#include <thread>
+
+#include "array_views.h"
+#include "frame_prep.h"
+
+namespace py = pybind11;
+using namespace videoseg;
+
+namespace {
+
+void prepare_frames_binding(const py::array& frames, const std::string& pixel_format, const py::array& boxes,
+                            py::array& out, const std::array<float, 3>& scale, const std::array<float, 3>& bias,
+                            const std::array<float, 9>& yuv_matrix, int num_threads) {
+  if (!frames.dtype().is(py::dtype::of<uint8_t>())) {
+    throw std::invalid_argument("Invalid frames dtype: expected uint8.");
+  }
+  std::vector<int64_t> shape(frames.shape(), frames.shape() + frames.ndim());
+  std::vector<int64_t> strides(frames.strides(), frames.strides() + frames.ndim());  // bytes == elements for uint8
+  FrameBatch f = describe_frames(parse_pixel_format(pixel_format), shape, strides);
+  f.data = static_cast<const uint8_t*>(frames.data());
+  const int32_t* box_ptr = boxes_pointer(boxes, f.num_frames);
+  const OutputSpec o = describe_output(out, f.num_frames);
+  throw_if_inconsistent(f, box_ptr, o);
+  const Normalize norm = make_normalize(scale, bias);
+  const YuvMatrix yuv = make_yuv(yuv_matrix);
+  if (num_threads <= 0) num_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  // The arrays stay referenced by the caller for the whole call, so their memory outlives the
+  // released GIL; other Python threads (e.g. a decoder) run meanwhile.
+  py::gil_scoped_release release;
+  prepare_frames_cpu(f, box_ptr, o, norm, yuv, num_threads);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "videoseg_o3 compiled CPU ops (torch-free C++).";
+  m.def("prepare_frames", &prepare_frames_binding, py::arg("frames").noconvert(), py::arg("pixel_format"),
+        py::arg("boxes").noconvert(), py::arg("out").noconvert(), py::arg("scale"), py::arg("bias"),
+        py::arg("yuv_matrix"), py::arg("num_threads") = 0,
+        R"doc(Crop, resize (antialiased bilinear), convert and normalise a batch of frames into `out`.
+
+frames: uint8 (n, H, W, 3) for "rgb" or (n, H*3/2, W) for "nv12", any strides (read in place).
+boxes: int32 (n, 4) x0, y0, x1, y1, end exclusive, inside the frame, non-empty.
+out: float32 (n, 3, h, w), C-contiguous, written in place: v * scale[c] + bias[c] for v in [0, 255].
+yuv_matrix: row-major 3x3 applied to (Y-16, U-128, V-128) for NV12.
+num_threads: worker threads (<= 0: all hardware threads). The GIL is released while working.)doc");
+  m.def("hardware_threads", []() { return std::thread::hardware_concurrency(); },
+        "Number of hardware threads the C++ ops would use by default.");
+}

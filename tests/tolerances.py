@@ -11,6 +11,12 @@ TOL: dict[str, tuple[float, float]] = {
     "prepare_frames_cuda": (1e-3, 1e-4),
     # NV12 -> RGB conversion rounding vs the reference (values after normalisation)
     "prepare_frames_nv12": (2e-3, 1e-4),
+    # the frame-prep reference vs the antialiased filter written out by hand (8-bit levels, float64 vs fp32)
+    "prepare_frames_ref_levels": (1e-3, 0.0),
+    # NV12 -> RGB of the standards' published codes of primaries (rounded to whole levels) vs 0/255
+    "nv12_primaries_levels": (2.5, 0.0),
+    # frame prep written as fp16/bf16 vs fp32 (normalised values up to ~2.6; bf16 has 8 mantissa bits)
+    "prepare_frames_lowp": (3e-2, 1e-2),
     # decoded frames: NVDEC vs the CPU decoder (uint8 levels)
     "nvdec_vs_cpu_u8": (3.0, 0.0),
     # NVDEC's NV12 surface vs FFmpeg's decode: H.264 decoding is bit-exact by specification

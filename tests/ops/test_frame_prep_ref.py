@@ -112,7 +112,7 @@ def test_nv12_conversion_of_reference_colours(color_matrix: str, yuv: tuple, rgb
     out = nv12_to_rgb_ref(nv12_from_yuv(y, u, v), color_matrix)
     assert out.shape == (1, 2, 4, 3)
     # The published codes are rounded to whole levels, so the recovered primaries are within ~2 levels.
-    torch.testing.assert_close(out, torch.tensor(rgb, dtype=torch.float32).expand(1, 2, 4, 3), atol=2.5, rtol=0.0)
+    torch.testing.assert_close(out, torch.tensor(rgb, dtype=torch.float32).expand(1, 2, 4, 3), **tol("nv12_primaries_levels"))
 
 
 def test_nv12_chroma_covers_two_by_two_blocks() -> None:
@@ -191,3 +191,37 @@ def test_bad_arguments_raise_naming_the_problem(override: dict, message: str) ->
         prepare_frames(args["frames"], args["boxes"], args["size"], args["mean"], args["std"], impl="torch", **kwargs)
     with pytest.raises(ValueError, match=message):
         prepare_frames_ref(args["frames"], args["boxes"], args["size"], args["mean"], args["std"], **kwargs)
+
+
+def test_one_pixel_wide_output_is_resized_vertically() -> None:
+    """A one-pixel-wide output still follows the height (torch's own AA kernel returns row 0 here)."""
+    frames = torch.tensor([10, 110], dtype=torch.uint8).view(1, 2, 1, 1).expand(1, 2, 1, 3).contiguous()
+    out = prepare_frames_ref(frames, None, (4, 1), ZERO, ONE)
+    expected = torch.tensor([10.0, 35.0, 85.0, 110.0]) / 255.0
+    for c in range(3):
+        torch.testing.assert_close(out[0, c, :, 0], expected, **tol("prepare_frames_c"))
+
+
+def _resize_width(img: torch.Tensor, n: int) -> torch.Tensor:
+    """Antialiased bilinear along the last axis, written out from the rule in the module docstring."""
+    w = img.shape[-1]
+    scale = w / n
+    support, inv = (scale, 1.0 / scale) if scale >= 1 else (1.0, 1.0)
+    out = torch.zeros(*img.shape[:-1], n, dtype=torch.float64)
+    for i in range(n):
+        centre = scale * (i + 0.5)
+        lo, hi = max(int(centre - support + 0.5), 0), min(int(centre + support + 0.5), w)
+        weights = torch.tensor([max(0.0, 1.0 - abs((j - centre + 0.5) * inv)) for j in range(lo, hi)], dtype=torch.float64)
+        out[..., i] = (img[..., lo:hi].double() * (weights / weights.sum())).sum(-1)
+    return out
+
+
+def test_reference_equals_the_written_out_separable_filter() -> None:
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(120):
+        h, w, oh, ow = (int(v) for v in torch.randint(1, 9, (4,), generator=gen))
+        frames = random_rgb(1, h, w, seed=h * 100 + w)
+        got = prepare_frames_ref(frames, None, (oh, ow), ZERO, ONE)[0].double() * 255.0
+        img = frames[0].permute(2, 0, 1).double()
+        want = _resize_width(_resize_width(img, ow).transpose(1, 2), oh).transpose(1, 2)
+        torch.testing.assert_close(got, want, **tol("prepare_frames_ref_levels"), msg=lambda m: f"{(h, w)} -> {(oh, ow)}: {m}")

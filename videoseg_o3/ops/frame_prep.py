@@ -238,6 +238,20 @@ def nv12_to_rgb_ref(frames: torch.Tensor, color_matrix: str = "bt601") -> torch.
     return (yuv @ m.T).clamp_(0.0, 255.0)
 
 
+def _interpolate_aa(crop: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
+    """``F.interpolate(crop, (out_h, out_w), mode="bilinear", antialias=True, align_corners=False)``.
+
+    torch's antialiased kernel (2.14, CPU) ignores the height when the output is one pixel wide (a
+    ``(4, 1) -> (8, 1)`` resize returns the first row eight times). The filter is separable and the
+    same along both axes, so resizing the transposed image and transposing back is the same resize
+    and avoids that case (a one-pixel-high output is handled correctly).
+    """
+    if out_w == 1 and out_h != 1:
+        flipped = F.interpolate(crop.transpose(-1, -2), size=(out_w, out_h), mode="bilinear", antialias=True, align_corners=False)
+        return flipped.transpose(-1, -2)
+    return F.interpolate(crop, size=(out_h, out_w), mode="bilinear", antialias=True, align_corners=False)
+
+
 def prepare_frames_ref(
     frames: torch.Tensor,
     boxes: BoxesLike,
@@ -261,7 +275,7 @@ def prepare_frames_ref(
         else:
             rgb = frames[i].float()
         crop = rgb[y0:y1, x0:x1, :].permute(2, 0, 1).unsqueeze(0)
-        resized = F.interpolate(crop, size=(req.out_h, req.out_w), mode="bilinear", antialias=True, align_corners=False)
+        resized = _interpolate_aa(crop, req.out_h, req.out_w)
         out[i] = (resized[0] / 255.0 - mean_t) / std_t
     return out.to(out_dtype)
 
@@ -334,12 +348,14 @@ def prepare_frames_cuda(
         scale, bias = req.scale_bias()
         with torch.cuda.device(device):
             # The H2D copy is queued on the current stream, so the kernel sees it without a sync.
-            boxes_dev = req.boxes.to(torch.int32).to(device, non_blocking=False)
+            boxes_host = req.boxes.to(torch.int32)
+            boxes_dev = boxes_host.to(device)
             _ext.C_CUDA.prepare_frames(
                 frames.data_ptr(),
                 pixel_format,
                 list(frames.shape),
                 list(frames.stride()),
+                boxes_host.numpy(),
                 boxes_dev.data_ptr(),
                 out.data_ptr(),
                 req.out_h,
