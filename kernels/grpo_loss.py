@@ -231,7 +231,10 @@ def grpo_loss_ref(
     else:
         # The obvious loop over sequences; the fast paths use scatter sums instead (tested to agree).
         ids = seq_ids if seq_ids is not None else torch.zeros_like(target_ids)
-        norm = max_len if max_len is not None else max(int((ids == s).sum()) for s in ids.unique()) if ids.numel() else 1
+        if max_len is not None:
+            norm = max_len
+        else:
+            norm = max((int((ids == s).sum()) for s in ids.unique()), default=1)
         seq_losses = []
         for s in ids.unique():
             in_seq = (ids == s) & mask

@@ -171,7 +171,8 @@ if TRITON_IMPORT_ERROR is None:
         pid_n = tl.program_id(0)
         pid_s = tl.program_id(1)
         num_splits = tl.num_programs(1)
-        offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        # int64 offsets: row x stride products pass 2^31 at real sizes (e.g. 16k tokens x 151,936 dlogits).
+        offs_n = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
         n_mask = offs_n < N
         target = tl.load(target_ptr + offs_n, mask=n_mask, other=-1)
         m = tl.full((BLOCK_N,), float("-inf"), tl.float32)
@@ -179,7 +180,7 @@ if TRITON_IMPORT_ERROR is None:
         t = tl.zeros((BLOCK_N,), tl.float32)
         z_target = tl.zeros((BLOCK_N,), tl.float32)
         for tile in range(0, tiles_per_split):
-            offs_v = (pid_s * tiles_per_split + tile) * BLOCK_V + tl.arange(0, BLOCK_V)
+            offs_v = ((pid_s * tiles_per_split + tile) * BLOCK_V + tl.arange(0, BLOCK_V)).to(tl.int64)
             v_mask = offs_v < V
             acc = tl.zeros((BLOCK_N, BLOCK_V), tl.float32)
             for h0 in range(0, H, BLOCK_H):
@@ -244,8 +245,9 @@ if TRITON_IMPORT_ERROR is None:
         """Fully fused backward: one (BLOCK_N x BLOCK_V) dlogits tile, recomputed, then both products with atomics."""
         pid_n = tl.program_id(0)
         pid_v = tl.program_id(1)
-        offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        offs_v = pid_v * BLOCK_V + tl.arange(0, BLOCK_V)
+        # int64 offsets: row x stride products pass 2^31 at real sizes (e.g. 16k tokens x 151,936 dlogits).
+        offs_n = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
+        offs_v = (pid_v * BLOCK_V + tl.arange(0, BLOCK_V)).to(tl.int64)
         n_mask = offs_n < N
         v_mask = offs_v < V
         grad_lp = tl.load(grad_lp_ptr + offs_n, mask=n_mask, other=0.0)
@@ -286,8 +288,9 @@ if TRITON_IMPORT_ERROR is None:
         """Chunked backward, step 1: write one tile of dlogits (input dtype) for cuBLAS to multiply."""
         pid_n = tl.program_id(0)
         pid_v = tl.program_id(1)
-        offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        offs_v = pid_v * BLOCK_V + tl.arange(0, BLOCK_V)
+        # int64 offsets: row x stride products pass 2^31 at real sizes (e.g. 16k tokens x 151,936 dlogits).
+        offs_n = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
+        offs_v = (pid_v * BLOCK_V + tl.arange(0, BLOCK_V)).to(tl.int64)
         n_mask = offs_n < N
         v_mask = offs_v < V
         out = dlogits_ptr + offs_n[:, None] * V + offs_v[None, :]
