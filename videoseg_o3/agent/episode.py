@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from videoseg_o3.agent.context import Chunk, DialogueContext, check_mode
-from videoseg_o3.agent.frames import resize_for_policy
+from videoseg_o3.agent.frames import expand_image_placeholders, prepare_policy_images
 from videoseg_o3.agent.generation import GenerationConfig, TokenChooser
 from videoseg_o3.device import synchronize
 
@@ -217,30 +217,31 @@ class _EpisodeRunner:
         content = observation_content(observation)
         text = self.renderer.first(content) if turn_index == 0 else self.renderer.followup(content)
         timings = {"video_decode": 0.0, "preprocess": 0.0}
-        images = None
+        processor = self.policy.processor
+        image_token = getattr(processor, "image_token", "<|image_pad|>")
+        num_tokens: list[int] = []
+        pixels = grids = None
         if specs:
             wanted = sorted({int(s.index) for s in specs})
             t0 = time.perf_counter()
             decoded = self.video.get_frames(wanted)
+            synchronize(decoded.device)
             timings["video_decode"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             row = {index: i for i, index in enumerate(wanted)}
-            frames = decoded[[row[int(s.index)] for s in specs]].cpu()
-            images = resize_for_policy(frames, specs)
+            frames = decoded[[row[int(s.index)] for s in specs]]
+            images = prepare_policy_images(frames, specs, processor.image_processor)
+            pixels, grids, num_tokens = images.pixel_values, images.image_grid_thw, images.num_tokens
         else:
             t0 = time.perf_counter()
-        out = self.policy.processor(text=[text], images=images, return_tensors="pt")
-        ids = out["input_ids"][0]
-        types = out["mm_token_type_ids"][0] if "mm_token_type_ids" in out else (ids == self.policy.model.config.image_token_id)
-        pixels = out.get("pixel_values")
-        grids = out.get("image_grid_thw")
+        text = expand_image_placeholders(text, num_tokens, image_token)
+        ids = self.policy.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
+        types = (ids == self.policy.model.config.image_token_id).to(torch.int32)
         if self.pending_stop is not None:
-            closing = self.policy.tokenizer.encode(self.policy.tokenizer.convert_ids_to_tokens(self.pending_stop),
-                                                   add_special_tokens=False)
             # The template's follow-up opens with the stop token the policy already emitted: keep the
             # policy's copy (response mask 1) instead of duplicating it.
-            if ids[: len(closing)].tolist() == closing:
-                ids, types = ids[len(closing):], types[len(closing):]
+            if ids.numel() and int(ids[0]) == self.pending_stop:
+                ids, types = ids[1:], types[1:]
             ids = torch.cat([torch.tensor([self.pending_stop]), ids])
             types = torch.cat([torch.zeros(1, dtype=types.dtype), types])
         if pixels is not None:
