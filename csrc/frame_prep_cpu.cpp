@@ -64,8 +64,9 @@ struct Scratch {
 
 inline float clamp255(float v) { return v < 0.f ? 0.f : (v > 255.f ? 255.f : v); }
 
-// Source row `y` (frame coordinates), columns [x0, x0 + width), as RGB floats in `dst`.
-void load_row(const FrameBatch& f, const uint8_t* frame, const YuvMatrix& yuv, int64_t y, int64_t x0,
+// Source row `y` (frame coordinates), columns [x0, x0 + width), as RGB floats written into `dst`
+// (room for width + 2 pixels). Returns where the row's first pixel landed.
+const float* load_row(const FrameBatch& f, const uint8_t* frame, const YuvMatrix& yuv, int64_t y, int64_t x0,
               int64_t width, float* dst) {
   if (f.format == PixelFormat::kRGB) {
     const uint8_t* src = frame + y * f.stride_row + x0 * f.stride_col;
@@ -79,11 +80,35 @@ void load_row(const FrameBatch& f, const uint8_t* frame, const YuvMatrix& yuv, i
         dst[3 * x + 2] = p[2 * f.stride_chan];
       }
     }
-    return;
+    return dst;
   }
   const uint8_t* luma = frame + y * f.stride_row;
   const uint8_t* chroma = frame + (f.height + y / 2) * f.stride_row;
   const float* m = yuv.m;
+  if (f.stride_col == 1) {
+    // Decoder surfaces are dense along a row: convert whole 2-pixel chroma pairs from the even
+    // column at or before x0 (dst has room for one extra pixel on each side; the caller reads
+    // from dst + 3 * (x0 & 1)). Branch-free min/max clamps let the compiler vectorise the loop.
+    const int64_t first = x0 & ~int64_t{1};
+    const int64_t pairs = (x0 + width - first + 1) / 2;
+    const uint8_t* yp = luma + first;
+    const uint8_t* cp = chroma + first;
+    // Local copies: dst is a float* too, so without them every store could alias the matrix.
+    const float m0 = m[0], m1 = m[1], m2 = m[2], m3 = m[3], m4 = m[4], m5 = m[5], m6 = m[6], m7 = m[7], m8 = m[8];
+    for (int64_t p = 0; p < pairs; ++p) {
+      const float u = static_cast<float>(cp[2 * p]) - 128.f, v = static_cast<float>(cp[2 * p + 1]) - 128.f;
+      const float cr = m1 * u + m2 * v, cg = m4 * u + m5 * v, cb = m7 * u + m8 * v;
+      const float ya = static_cast<float>(yp[2 * p]) - 16.f, yb = static_cast<float>(yp[2 * p + 1]) - 16.f;
+      float* d = dst + 6 * p;
+      d[0] = std::min(std::max(m0 * ya + cr, 0.f), 255.f);
+      d[1] = std::min(std::max(m3 * ya + cg, 0.f), 255.f);
+      d[2] = std::min(std::max(m6 * ya + cb, 0.f), 255.f);
+      d[3] = std::min(std::max(m0 * yb + cr, 0.f), 255.f);
+      d[4] = std::min(std::max(m3 * yb + cg, 0.f), 255.f);
+      d[5] = std::min(std::max(m6 * yb + cb, 0.f), 255.f);
+    }
+    return dst + 3 * (x0 - first);
+  }
   for (int64_t x = 0; x < width; ++x) {
     const int64_t sx = x0 + x;
     const int64_t cx = sx & ~int64_t{1};  // U at the even column of the pair, V at the odd one
@@ -94,6 +119,7 @@ void load_row(const FrameBatch& f, const uint8_t* frame, const YuvMatrix& yuv, i
     dst[3 * x + 1] = clamp255(m[3] * yy + m[4] * u + m[5] * v);
     dst[3 * x + 2] = clamp255(m[6] * yy + m[7] * u + m[8] * v);
   }
+  return dst;
 }
 
 void run_block(const FrameBatch& f, const int32_t* boxes, const OutputSpec& out, const Normalize& norm,
@@ -113,15 +139,15 @@ void run_block(const FrameBatch& f, const int32_t* boxes, const OutputSpec& out,
   }
 
   // Horizontal pass over the source rows this block reads.
-  s.row.resize(3 * crop_w);
+  s.row.resize(3 * (crop_w + 2));
   s.hbuf.resize((row_hi - row_lo) * ow3);
   const int64_t xt = s.xplan.max_taps;
   for (int64_t r = row_lo; r < row_hi; ++r) {
-    load_row(f, frame, yuv, y0 + r, x0, crop_w, s.row.data());
+    const float* row = load_row(f, frame, yuv, y0 + r, x0, crop_w, s.row.data());
     float* dst = s.hbuf.data() + (r - row_lo) * ow3;
     for (int64_t ox = 0; ox < ow; ++ox) {
       const float* w = s.xplan.weights.data() + ox * xt;
-      const float* p = s.row.data() + 3 * static_cast<int64_t>(s.xplan.start[ox]);
+      const float* p = row + 3 * static_cast<int64_t>(s.xplan.start[ox]);
       float a0 = 0.f, a1 = 0.f, a2 = 0.f;
       for (int32_t k = 0; k < s.xplan.count[ox]; ++k) {
         a0 += w[k] * p[3 * k + 0];

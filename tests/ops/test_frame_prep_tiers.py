@@ -87,6 +87,12 @@ def test_c_reads_non_contiguous_frames_in_place() -> None:
     got = prepare_frames_c(padded[:, :, :20], None, (5, 9), IMAGENET_MEAN, IMAGENET_STD, pixel_format="nv12")
     want = prepare_frames_ref(nv12, None, (5, 9), IMAGENET_MEAN, IMAGENET_STD, pixel_format="nv12")
     _report("prepare_frames_nv12", got, want)
+    spread = torch.zeros(2, 18, 40, dtype=torch.uint8)
+    spread[:, :, ::2] = nv12  # every other byte: the generic (non-unit column stride) NV12 path
+    boxes = torch.tensor([[3, 1, 20, 12], [0, 0, 7, 5]])
+    got = prepare_frames_c(spread[:, :, ::2], boxes, (5, 9), IMAGENET_MEAN, IMAGENET_STD, pixel_format="nv12")
+    want = prepare_frames_ref(nv12, boxes, (5, 9), IMAGENET_MEAN, IMAGENET_STD, pixel_format="nv12")
+    _report("prepare_frames_nv12", got, want)
 
 
 @requires_c
@@ -122,10 +128,15 @@ def test_c_result_does_not_depend_on_thread_count(num_threads: int) -> None:
     n=st.integers(1, 3),
     hw=st.tuples(st.integers(1, 24), st.integers(1, 24)),
     out_hw=st.tuples(st.integers(1, 30), st.integers(1, 30)),
+    nv12=st.booleans(),
     data=st.data(),
 )
-def test_c_matches_reference_on_random_geometry(n: int, hw: tuple[int, int], out_hw: tuple[int, int], data: st.DataObject) -> None:
+def test_c_matches_reference_on_random_geometry(
+    n: int, hw: tuple[int, int], out_hw: tuple[int, int], nv12: bool, data: st.DataObject
+) -> None:
     h, w = hw
+    if nv12:  # 4:2:0 needs even sides
+        h, w = 2 * ((h + 1) // 2), 2 * ((w + 1) // 2)
     boxes = []
     for _ in range(n):
         x0 = data.draw(st.integers(-3, w - 1))
@@ -133,10 +144,12 @@ def test_c_matches_reference_on_random_geometry(n: int, hw: tuple[int, int], out
         x1 = data.draw(st.integers(max(x0, 0) + 1, w + 3))
         y1 = data.draw(st.integers(max(y0, 0) + 1, h + 3))
         boxes.append([x0, y0, x1, y1])
-    frames = random_rgb(n, h, w, seed=h * 31 + w)
+    frames = random_nv12(n, h, w, seed=h * 31 + w) if nv12 else random_rgb(n, h, w, seed=h * 31 + w)
     b = torch.tensor(boxes, dtype=torch.float32)
-    want = prepare_frames_ref(frames, b, out_hw, IMAGENET_MEAN, IMAGENET_STD)
-    _report("prepare_frames_c", prepare_frames_c(frames, b, out_hw, IMAGENET_MEAN, IMAGENET_STD), want)
+    kw = dict(pixel_format="nv12" if nv12 else "rgb", color_matrix=data.draw(st.sampled_from(["bt601", "bt709"])))
+    want = prepare_frames_ref(frames, b, out_hw, IMAGENET_MEAN, IMAGENET_STD, **kw)
+    got = prepare_frames_c(frames, b, out_hw, IMAGENET_MEAN, IMAGENET_STD, **kw)
+    _report("prepare_frames_nv12" if nv12 else "prepare_frames_c", got, want)
 
 
 @requires_c

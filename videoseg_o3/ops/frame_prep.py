@@ -271,10 +271,10 @@ def prepare_frames_ref(
     std_t = torch.tensor(req.std, dtype=torch.float32, device=device).view(3, 1, 1)
     for i, (x0, y0, x1, y1) in enumerate(req.boxes.tolist()):
         if pixel_format == "nv12":
-            rgb = nv12_to_rgb_ref(frames[i : i + 1], color_matrix)[0]
+            crop = nv12_to_rgb_ref(frames[i : i + 1], color_matrix)[0, y0:y1, x0:x1, :]
         else:
-            rgb = frames[i].float()
-        crop = rgb[y0:y1, x0:x1, :].permute(2, 0, 1).unsqueeze(0)
+            crop = frames[i, y0:y1, x0:x1, :].float()
+        crop = crop.permute(2, 0, 1).unsqueeze(0)
         resized = _interpolate_aa(crop, req.out_h, req.out_w)
         out[i] = (resized[0] / 255.0 - mean_t) / std_t
     return out.to(out_dtype)
