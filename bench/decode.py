@@ -6,8 +6,8 @@ them. This measures, for each usable backend, what reading k of N frames costs w
 non-reference frames) against decoding every frame, on a generated H.264 video (or --video).
 
 Deliberate simplifications: one video, generated in-process (size, GOP and B-frames are flags), wall
-time from ``time.perf_counter`` over a few repeats (best of); "decode everything" converts every frame
-to RGB, as a decode-all loader must.
+time from ``time.perf_counter`` over a few repeats (best of; the machine may be shared); "decode
+everything" converts every frame to RGB and keeps them all in one tensor, as a decode-all loader does.
 
     python bench/decode.py                       # 300 frames at 480x640, GOP 30, 30 requested
     python bench/decode.py --height 1080 --width 1920 --json runs/decode.json
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from videoseg_o3 import device as devices
-from videoseg_o3.io import available_backends, open_video, write_video
+from videoseg_o3.io import FrameCacheConfig, available_backends, open_video, write_video
 
 
 def make_video(path: Path, num_frames: int, height: int, width: int, gop: int, bframes: int) -> None:
@@ -65,13 +65,11 @@ def request_patterns(num_frames: int, k: int, seed: int) -> dict[str, list[list[
 
 
 def decode_everything_pyav(path: Path) -> tuple[int, float]:
+    """Decode every frame and keep them all in one (N, H, W, 3) tensor, as a decode-all loader does."""
     start = time.perf_counter()
-    count = 0
     with av.open(str(path)) as container:
-        for frame in container.decode(video=0):
-            torch.from_numpy(frame.to_ndarray(format="rgb24"))
-            count += 1
-    return count, time.perf_counter() - start
+        frames = torch.stack([torch.from_numpy(frame.to_ndarray(format="rgb24")) for frame in container.decode(video=0)])
+    return frames.shape[0], time.perf_counter() - start
 
 
 def sparse(path: Path, backend: str, turns: list[list[int]]) -> tuple[int, int, float]:
@@ -89,15 +87,15 @@ def sparse(path: Path, backend: str, turns: list[list[int]]) -> tuple[int, int, 
 
 
 def decode_everything_backend(path: Path, backend: str) -> tuple[int, float]:
+    """Every frame through the backend, in chunks of 32 (sequential, so each chunk continues the last),
+    kept in one tensor, as a decode-all loader does."""
     dev = devices.default_device()
     start = time.perf_counter()
-    with open_video(path, backend=backend, cache=None) as reader:
-        for chunk in range(0, reader.num_frames, 32):  # in chunks: decode-all must not hold every frame
-            reader.get_frames(range(chunk, min(chunk + 32, reader.num_frames)))
-            reader.cache.clear()
+    with open_video(path, backend=backend, cache=FrameCacheConfig(max_frames=0)) as reader:
         n = reader.num_frames
+        frames = torch.cat([reader.get_frames(range(c, min(c + 32, n))) for c in range(0, n, 32)])
     devices.synchronize(dev)
-    return n, time.perf_counter() - start
+    return frames.shape[0], time.perf_counter() - start
 
 
 def main(argv: list[str] | None = None) -> int:
