@@ -27,7 +27,8 @@ Four front ends with one signature (a trainer can swap them freely):
 
 - :func:`grpo_loss_ref`: the full (N, V) logits, obvious code, a Python loop over sequences.
 - :func:`chunked_linear_grpo_loss`: torch, logits ``chunk_size`` tokens at a time.
-- :func:`triton_linear_grpo_loss`: the Triton kernels of :mod:`kernels.linear_logprobs`.
+- :func:`triton_linear_grpo_loss`: the Triton kernels of :mod:`kernels.linear_logprobs` (its extra
+  ``backward_chunk_size`` picks the chunked or the fully fused backward).
 - :func:`fused_linear_grpo_loss`: Triton when it can take the inputs, else the chunked torch path.
 
 The fast paths run the vocabulary-sized work in :mod:`kernels.linear_logprobs` and the per-token
