@@ -229,7 +229,9 @@ class _EpisodeRunner:
             timings["video_decode"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             row = {index: i for i, index in enumerate(wanted)}
-            frames = decoded[[row[int(s.index)] for s in specs]]
+            # uint8 frames move to the policy's device before preparation (4x fewer bytes than floats),
+            # so on a GPU the resize/normalise/patchify run there.
+            frames = decoded[[row[int(s.index)] for s in specs]].to(device)
             images = prepare_policy_images(frames, specs, processor.image_processor)
             pixels, grids, num_tokens = images.pixel_values, images.image_grid_thw, images.num_tokens
         else:
@@ -359,7 +361,7 @@ class _EpisodeRunner:
         if len(self.mask) != ids.numel():  # an internal invariant, checked because training relies on it
             raise RuntimeError(f"response mask length {len(self.mask)} != dialogue length {ids.numel()}")
         parses = [t.parse for t in self.turns]
-        anchor = self.protocol.anchor_frame(parses, self.num_frames)
+        anchor = self.protocol.anchor_frame(parses, self.num_frames, self.cfg)
         final = self.turns[-1].seg_embedding if self.turns else None
         timings = {stage: sum(t.timings.get(stage, 0.0) for t in self.turns) for stage in STAGES}
         timings["total"] = total_s
