@@ -49,3 +49,15 @@ def test_tiny_cpu_run_with_triton() -> None:
     for name in ("triton(bwd chunk 5)", "triton(atomic bwd)"):
         assert by_name[name]["workspace_bytes"] < by_name["eager"]["workspace_bytes"], name
         assert abs(by_name[name]["loss"] - by_name["eager"]["loss"]) < 1e-5, name
+
+
+@pytest.mark.gpu
+def test_tiny_gpu_run_reports_time_and_memory() -> None:
+    from bench.kernels import measure_gpu
+
+    rows = measure_gpu(256, 64, 1000, torch.bfloat16, algorithms(chunk_size=64, with_triton=True), iters=2, peak_tflops=989.0)
+    by_name = {r["algorithm"]: r for r in rows}
+    assert set(by_name) == {"eager", "chunked(64)", "triton(bwd chunk 64)", "triton(atomic bwd)"}
+    for name, row in by_name.items():
+        assert row["error"] is None and row["ms_fwd_bwd"] > 0 and row["peak_bytes"] > 0, (name, row)
+        assert abs(row["loss"] - by_name["eager"]["loss"]) < 5e-2, (name, row["loss"], by_name["eager"]["loss"])
