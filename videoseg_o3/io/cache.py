@@ -92,9 +92,9 @@ class FrameCache:
         """
         size = frame.numel() * frame.element_size() if nbytes is None else int(nbytes)
         max_frames, max_bytes = self.config.max_frames, self.config.max_bytes
+        self.discard(key)
         if max_frames == 0 or (max_bytes is not None and size > max_bytes):
             return
-        self.discard(key)
         (self._low if low_priority else self._frames)[key] = (frame, size)
         self._nbytes += size
         while len(self) and (

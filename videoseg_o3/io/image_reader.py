@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from videoseg_o3.io.errors import VideoDecodeError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 DEFAULT_IMAGE_FPS = 30.0
+_DECODE_THREADS = min(4, os.cpu_count() or 1)
 
 _DIGITS = re.compile(r"(\d+)")
 
@@ -83,19 +85,27 @@ class ImageFramesReader(VideoReader):
         self.paths = paths
 
     def _decode_frames(self, indices: list[int], pixel_format: str) -> dict[int, torch.Tensor]:
-        out = {}
-        for index in indices:
-            path = self.paths[index]
-            try:
-                with Image.open(path) as image:
-                    array = np.array(image.convert("RGB"))  # a writable copy, owned by the tensor
-            except (OSError, UnidentifiedImageError) as exc:
-                raise VideoDecodeError(path, f"truncated or corrupt image ({exc})") from exc
-            self._num_decoded += 1
-            if array.shape[:2] != (self._height, self._width):
-                raise VideoDecodeError(path, f"decoded size {array.shape[1]}x{array.shape[0]} differs from the header's")
-            out[index] = torch.from_numpy(array)
-        return out
+        # Pillow releases the GIL while it decodes, so a few threads decode a multi-frame request in
+        # parallel; frames are independent files, so nothing else is decoded.
+        workers = min(len(indices), _DECODE_THREADS)
+        if workers > 1:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                frames = list(pool.map(self._decode_one, indices))
+        else:
+            frames = [self._decode_one(index) for index in indices]
+        self._num_decoded += len(indices)
+        return dict(zip(indices, frames))
+
+    def _decode_one(self, index: int) -> torch.Tensor:
+        path = self.paths[index]
+        try:
+            with Image.open(path) as image:
+                array = np.array(image.convert("RGB"))  # a writable copy, owned by the tensor
+        except (OSError, UnidentifiedImageError) as exc:
+            raise VideoDecodeError(path, f"truncated or corrupt image ({exc})") from exc
+        if array.shape[:2] != (self._height, self._width):
+            raise VideoDecodeError(path, f"decoded size {array.shape[1]}x{array.shape[0]} differs from the header's")
+        return torch.from_numpy(array)
 
 
 def _image_size(path: Path) -> tuple[int, int]:
