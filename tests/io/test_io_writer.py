@@ -5,9 +5,7 @@ from __future__ import annotations
 import io
 
 import av
-import numpy as np
 import pytest
-import torch
 from videoio_factory import index_frames, read_indices
 
 from videoseg_o3.io import PacketIndex, open_video, write_video

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from videoseg_o3.io.base import FrameIndices, VideoReader, normalize_indices
+from videoseg_o3.io.base import VideoReader
+from videoseg_o3.io.cache import FrameCacheConfig
 from videoseg_o3.io.errors import VideoDecodeError
 from videoseg_o3.io.image_reader import DEFAULT_IMAGE_FPS
 
@@ -33,24 +34,16 @@ class ArrayReader(VideoReader):
             raise VideoDecodeError(name, f"the frames are empty ({frames.shape[1]}x{frames.shape[2]})")
         if fps is not None and not fps > 0:
             raise VideoDecodeError(name, f"invalid fps ({fps}); use a positive number or None")
+        # no cache: it would only duplicate the array
         super().__init__(name, num_frames=frames.shape[0], fps=float(fps or DEFAULT_IMAGE_FPS),
-                         height=frames.shape[1], width=frames.shape[2])
+                         height=frames.shape[1], width=frames.shape[2], cache=FrameCacheConfig(max_frames=0))
         self._frames = frames
 
-    def get_frames(self, indices: FrameIndices, *, pixel_format: str = "rgb") -> torch.Tensor:
-        if pixel_format not in self.supported_pixel_formats:
-            raise VideoDecodeError(
-                self._source,
-                f"invalid pixel_format ({pixel_format!r}) for backend 'array'. Supported values are {', '.join(self.supported_pixel_formats)}.",
-            )
-        wanted = normalize_indices(indices, self._num_frames, self._source)
-        if self._closed:
-            raise VideoDecodeError(self._source, "the reader is closed")
-        index = torch.tensor(wanted, dtype=torch.long, device=self._frames.device)
-        return self._frames.index_select(0, index)
+    def _output_device(self) -> torch.device:
+        return self._frames.device
 
     def _decode_frames(self, indices: list[int], pixel_format: str) -> dict[int, torch.Tensor]:
-        return {i: self._frames[i] for i in indices}  # unused: get_frames reads the array directly
+        return {i: self._frames[i] for i in indices}  # views; get_frames stacks them into a new tensor
 
     def _release(self) -> None:
         self._frames = None

@@ -14,7 +14,6 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 
 
 @dataclass
