@@ -69,3 +69,32 @@ def test_bad_arguments_name_the_value(tmp_path):
         with pytest.raises(ValueError, match=match):
             write_video(tmp_path / "bad.mp4", **kwargs)
     assert not (tmp_path / "bad.mp4").exists()
+
+
+def test_streaming_writer_in_chunks(tmp_path):
+    from videoseg_o3.io import VideoWriter
+
+    frames = index_frames(25)
+    path = tmp_path / "chunks.mp4"
+    with VideoWriter(path, fps=10, gop=10) as writer:
+        for start in range(0, 25, 8):
+            writer.write(frames[start:start + 8])
+        writer.write(frames[:0])
+    assert writer.num_frames == 25
+    with open_video(path) as reader:
+        assert reader.num_frames == 25 and read_indices(reader.get_frames([24, 0, 13])) == [24, 0, 13]
+
+
+def test_streaming_writer_errors_remove_the_partial_file(tmp_path):
+    from videoseg_o3.io import VideoWriter
+
+    path = tmp_path / "partial.mp4"
+    with pytest.raises(ValueError, match=r"Invalid frame size 64x48: this video is 128x96"):
+        with VideoWriter(path, fps=10) as writer:
+            writer.write(index_frames(3))
+            writer.write(index_frames(1)[:, :48, :64])
+    assert not path.exists()
+    with pytest.raises(ValueError, match="no frames were written"):
+        with VideoWriter(tmp_path / "empty.mp4", fps=10):
+            pass
+    assert not (tmp_path / "empty.mp4").exists()

@@ -13,7 +13,7 @@ from videoseg_o3.io.cache import FrameCache, FrameCacheConfig
 from videoseg_o3.io.errors import VideoDecodeError
 from videoseg_o3.io.image_reader import IMAGE_EXTENSIONS
 from videoseg_o3.io.packet_index import PacketIndex
-from videoseg_o3.io.writer import write_video
+from videoseg_o3.io.writer import VideoWriter, write_video
 
 __all__ = [
     "BACKENDS",
@@ -25,6 +25,7 @@ __all__ = [
     "PacketIndex",
     "VideoDecodeError",
     "VideoReader",
+    "VideoWriter",
     "available_backends",
     "open_video",
     "write_video",
