@@ -6,13 +6,12 @@ import signal
 import sys
 from pathlib import Path
 
-import av
 import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from videoio_factory import index_frames  # noqa: E402
+from videoio_factory import index_frames, sequential_decode  # noqa: E402
 
 from videoseg_o3.io import write_video  # noqa: E402
 
@@ -37,12 +36,6 @@ def _hang_guard():
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
-
-
-def sequential_decode(path: Path, pixel_format: str = "rgb24") -> list[torch.Tensor]:
-    """Every frame of ``path`` decoded front to back with plain PyAV: the ground truth for exactness."""
-    with av.open(str(path)) as container:
-        return [torch.from_numpy(frame.to_ndarray(format=pixel_format)) for frame in container.decode(video=0)]
 
 
 @pytest.fixture(scope="session")

@@ -6,9 +6,8 @@ import random
 
 import pytest
 import torch
-from conftest import sequential_decode
 from tests.tolerances import tol
-from videoio_factory import index_frames, read_indices
+from videoio_factory import index_frames, read_indices, sequential_decode
 
 from videoseg_o3 import device as devices
 from videoseg_o3.io import available_backends, open_video, write_video

@@ -7,8 +7,7 @@ import random
 import numpy as np
 import pytest
 import torch
-from conftest import sequential_decode
-from videoio_factory import index_frames, read_indices
+from videoio_factory import index_frames, read_indices, sequential_decode
 
 from videoseg_o3.io import FrameCacheConfig, VideoDecodeError, open_video, write_video
 

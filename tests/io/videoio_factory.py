@@ -9,6 +9,9 @@ without their different chroma upsampling filters mattering.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import av
 import numpy as np
 import torch
 
@@ -54,3 +57,9 @@ def read_index(frame: torch.Tensor) -> int:
 def read_indices(frames: torch.Tensor) -> list[int]:
     """Indices carried by each frame of a (n, H, W, 3) batch."""
     return [read_index(frame) for frame in frames]
+
+
+def sequential_decode(path: Path, pixel_format: str = "rgb24") -> list[torch.Tensor]:
+    """Every frame of ``path`` decoded front to back with plain PyAV: the ground truth for exactness."""
+    with av.open(str(path)) as container:
+        return [torch.from_numpy(frame.to_ndarray(format=pixel_format)) for frame in container.decode(video=0)]
