@@ -300,7 +300,7 @@ class _EpisodeRunner:
         seg_rows = (ids == self.policy.seg_token_id).nonzero().flatten().tolist()
         return forced, [out.hidden[r] for r in seg_rows]
 
-    def turn(self, index: int, observation: Any, chunk: Chunk, prep_timings: dict[str, float], specs: list[Any],
+    def turn(self, index: int, chunk: Chunk, prep_timings: dict[str, float], specs: list[Any],
              prefill_out: Any, before: Any, chooser: TokenChooser, generation: GenerationConfig,
              forced: list[int] | None) -> TurnRecord:
         stats0 = (before.prefill_tokens, before.decode_tokens, before.vision_encoder_s, before.prefill_s, before.decode_s)
@@ -433,7 +433,7 @@ def _run(runner: _EpisodeRunner, start_turn: int, observation: Any, generation: 
             before = _snapshot(runner.ctx.stats)
             out = runner.prefill(chunk)
         forced = _forced_ids(runner.policy, forced_turns, index, runner.turns)
-        record = runner.turn(index, observation, chunk, prep, specs, out, before, chooser, generation, forced)
+        record = runner.turn(index, chunk, prep, specs, out, before, chooser, generation, forced)
         runner.turns.append(record)
         reason = runner.stop_reason(record.parse, index)
         if reason is not None:
