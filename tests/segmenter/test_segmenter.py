@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from tests.tolerances import tol
-from videoseg_o3.segmenter import Sam2Segmenter, SegmenterConfig, TensorVideo
+from videoseg_o3.segmenter import SAM2_CONFIG_FILES, Sam2Segmenter, SegmenterConfig, TensorVideo
+from videoseg_o3.segmenter.build import _compose, hydra_overrides
 from videoseg_o3.segmenter.predictor import SEG_PROMPTS_KEY
 
 TINY = dict(model_config="sam2_hiera_t", image_size=256)
@@ -29,7 +30,7 @@ def force_objects_on(segmenter: Sam2Segmenter) -> Sam2Segmenter:
 
 def tiny(seed: int = 0, **overrides) -> Sam2Segmenter:
     torch.manual_seed(seed)
-    return force_objects_on(Sam2Segmenter.from_config(SegmenterConfig(**TINY, **overrides), device="cpu"))
+    return force_objects_on(Sam2Segmenter.from_config(SegmenterConfig(**{**TINY, **overrides}), device="cpu"))
 
 
 def frames(n: int, seed: int, h: int = H, w: int = W) -> torch.Tensor:
@@ -85,6 +86,22 @@ def test_config_round_trips_through_dict():
     assert SegmenterConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     with pytest.raises(ValueError, match=r"Invalid segmenter config keys \(img_size\)"):
         SegmenterConfig.from_dict({"img_size": 256})
+
+
+@pytest.mark.parametrize("name", sorted(SAM2_CONFIG_FILES))
+def test_every_sam2_config_composes_with_our_predictor(name):
+    composed = _compose(SAM2_CONFIG_FILES[name], hydra_overrides(SegmenterConfig(model_config=name, image_size=512)))
+    assert composed.model._target_ == "videoseg_o3.segmenter.predictor.SegPromptVideoPredictor"
+    assert composed.model.image_size == 512
+    assert list(composed.model.memory_attention.layer.cross_attention.feat_sizes) == [32, 32]
+
+
+def test_hiera_l_builds_at_1024():
+    """The real-run default (the released model's SAM2): built from sam2's config, random weights."""
+    model = Sam2Segmenter.from_config(SegmenterConfig(), device="cpu")
+    assert model.sam.image_encoder.trunk.patch_embed.proj.out_channels == 144  # Hiera-L
+    assert model.sam.image_size == 1024 and model.sam.num_maskmem == 7
+    assert model.sam.sam_prompt_encoder.image_embedding_size == (64, 64)
 
 
 # -- single-frame decode ---------------------------------------------------------------------------
@@ -191,6 +208,13 @@ def test_propagate_shapes_and_anchor_equals_single_frame_decode(seg, anchor):
     assert masks.any() and not masks.all()
 
 
+def test_single_frame_video(seg):
+    video, emb = frames(1, 9), embeddings(1, 9)
+    masks = seg.propagate(video, emb[0], 0)
+    assert masks.shape == (1, H, W)
+    assert torch.equal(masks[0], seg.decode_frames(video, emb).masks()[0])
+
+
 def test_reinjection_changes_propagated_masks(seg):
     video, emb = frames(4, 11), embeddings(1, 11)[0]
     with_prompt = seg.propagate(video, emb, 1)
@@ -267,6 +291,15 @@ def test_bf16_memory_with_two_objects_needs_the_dtype_hook():
     sam.memory_dtype_hook.remove()
     with pytest.raises(RuntimeError, match="dtype"):
         two_objects()
+
+
+def test_sam2_1_config_propagates():
+    """sam2.1 adds a spatial no-object embedding and projected temporal pointer encodings."""
+    model = tiny(seed=4, model_config="sam2.1_hiera_t")
+    video, emb = frames(2, 22), embeddings(1, 22)
+    masks = model.propagate(video, emb[0], 1)
+    assert masks.shape == (2, H, W)
+    assert torch.equal(masks[1], model.decode_frames(video[1:], emb).masks()[0])
 
 
 def test_autocast_bf16_runs_both_paths():

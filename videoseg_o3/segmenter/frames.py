@@ -146,7 +146,8 @@ class ChunkedFrameFeatures:
         assert self._features is not None
         return {
             "backbone_fpn": [f[i:i + 1] for f in self._features["backbone_fpn"]],
-            "vision_pos_enc": [p[i:i + 1] for p in self._features["vision_pos_enc"]],
+            # one shared copy when the encoder kept a single position encoding for the whole chunk
+            "vision_pos_enc": [p if p.shape[0] == 1 else p[i:i + 1] for p in self._features["vision_pos_enc"]],
         }
 
     def release(self) -> None:

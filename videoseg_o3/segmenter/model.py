@@ -219,7 +219,10 @@ class Sam2Segmenter(torch.nn.Module):
     def _encode_backbone(self, frames: torch.Tensor) -> dict[str, list[torch.Tensor]]:
         """sam2 ``forward_image`` on prepared frames (used by propagation; includes the decoder's projections)."""
         with self._autocast():
-            return self.sam.forward_image(self.prepare_frames(frames))
+            out = self.sam.forward_image(self.prepare_frames(frames))
+        # The sine position encodings depend only on the feature-map size, yet sam2 repeats them per frame
+        # (84 MiB per frame at 1024 px, five times the features themselves): keep a single copy.
+        return {"backbone_fpn": out["backbone_fpn"], "vision_pos_enc": [p[:1].clone() for p in out["vision_pos_enc"]]}
 
     # -- single frame -------------------------------------------------------------------------------
     @torch.no_grad()
