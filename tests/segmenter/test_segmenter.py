@@ -163,6 +163,9 @@ def test_several_embeddings_on_one_encoded_frame(seg):
 
 def test_gradients_reach_prompt_side_only(seg):
     seg.zero_grad(set_to_none=True)
+    seg.train()
+    assert seg.sam.sam_mask_decoder.training and seg.sam.sam_prompt_encoder.training
+    assert not seg.sam.image_encoder.training and not seg.sam.memory_attention.training
     emb = embeddings(2, 4).requires_grad_(True)
     out = seg.decode_frames(frames(2, 4), emb)
     (out.low_res_logits.sigmoid().mean() + out.iou.sum()).backward()
@@ -177,6 +180,7 @@ def test_gradients_reach_prompt_side_only(seg):
         for p in module.parameters():
             assert not p.requires_grad and p.grad is None
     seg.zero_grad(set_to_none=True)
+    seg.eval()
 
 
 def test_decode_input_errors(seg):

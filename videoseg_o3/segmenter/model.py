@@ -39,6 +39,7 @@ from videoseg_o3.segmenter.frames import (
     check_uint8_frames,
 )
 from videoseg_o3.segmenter.predictor import (
+    FRAME_FEATURES_KEY,
     REINJECT_KEY,
     SEG_PROMPTS_KEY,
     SegPromptVideoPredictor,
@@ -135,6 +136,14 @@ class Sam2Segmenter(torch.nn.Module):
         self.register_buffer("_mean", torch.tensor(IMAGENET_MEAN).view(3), persistent=False)
         self.register_buffer("_std", torch.tensor(IMAGENET_STD).view(3), persistent=False)
         self.eval()
+
+    def train(self, mode: bool = True) -> "Sam2Segmenter":
+        """Set training mode on the trained parts only: the frozen image encoder and memory modules stay
+        in eval mode (memory attention has dropout), whatever the trainer asks."""
+        super().train(mode)
+        for frozen in (self.sam.image_encoder, self.sam.memory_attention, self.sam.memory_encoder):
+            frozen.eval()
+        return self
 
     # -- construction and checkpoints ---------------------------------------------------------------
     @classmethod
@@ -364,8 +373,17 @@ class Sam2Segmenter(torch.nn.Module):
             raise ValueError(f"Invalid anchor ({anchor}). Expected a frame index in 0..{num_frames - 1}.")
         anchor = int(anchor)
         masks = torch.zeros(num_frames, height, width, dtype=torch.bool)
+        state = self.new_video_state(source)
+        try:
+            self._propagate_state(state, seg_embedding, anchor, masks, progress, reinject_prompt)
+        finally:
+            state[FRAME_FEATURES_KEY].release()
+        return masks
+
+    def _propagate_state(self, state: dict, seg_embedding: torch.Tensor, anchor: int, masks: torch.Tensor,
+                         progress: ProgressFn | None, reinject_prompt: bool) -> None:
+        num_frames, height, width = masks.shape
         with _eval_mode(self.sam), self._autocast():
-            state = self.new_video_state(source)
             state[SEG_PROMPTS_KEY][0] = seg_embedding.detach().reshape(1, SEG_EMBED_DIM).float().to(self.device)
             state[REINJECT_KEY] = bool(reinject_prompt)
             # an anchor needs *some* prompt for sam2 to accept it: one padding point (label -1) adds nothing
@@ -379,8 +397,6 @@ class Sam2Segmenter(torch.nn.Module):
                     done += 1
                     if progress is not None:
                         progress(done, num_frames)
-            state["frame_features"].release()
-        return masks
 
 
 @contextlib.contextmanager
