@@ -16,6 +16,7 @@ import torch
 from tests.tolerances import tol
 from videoseg_o3.segmenter import SAM2_CONFIG_FILES, Sam2Segmenter, SegmenterConfig, TensorVideo
 from videoseg_o3.segmenter.build import _compose, hydra_overrides
+from videoseg_o3.segmenter.frames import ChunkedFrameFeatures
 from videoseg_o3.segmenter.predictor import SEG_PROMPTS_KEY
 
 TINY = dict(model_config="sam2_hiera_t", image_size=256)
@@ -236,6 +237,29 @@ def test_propagate_reads_each_frame_once_in_bounded_chunks(seg):
     assert max(len(r) for r in reader.requests) <= chunk
     assert sorted(i for r in reader.requests for i in r) == list(range(5)), "each frame decoded exactly once"
     assert torch.equal(masks, seg.propagate(data, emb, 2)), "a reader and a tensor give the same masks"
+
+
+@pytest.mark.parametrize("num_frames,chunk,anchor", [(10, 3, 4), (5, 8, 0), (7, 1, 6)])
+def test_chunked_features_walk_encodes_each_frame_once(num_frames, chunk, anchor):
+    """The propagation walk (anchor, forward to the end, backward from anchor - 1) with a fake encoder."""
+    encoded = []
+
+    def fake_encode(batch):
+        encoded.append(batch[:, 0, 0, 0].tolist())
+        ids = batch[:, 0, 0, 0].float().view(-1, 1, 1, 1)
+        return {"backbone_fpn": [ids.expand(-1, 2, 2, 2)], "vision_pos_enc": [torch.zeros(1, 2, 2, 2)]}
+
+    video = torch.arange(num_frames, dtype=torch.uint8).view(-1, 1, 1, 1).expand(-1, 2, 2, 3).contiguous()
+    features = ChunkedFrameFeatures(TensorVideo(video), fake_encode, chunk)
+    walk = [anchor] + list(range(anchor + 1, num_frames)) + list(range(anchor - 1, -1, -1))
+    for t in walk:
+        features.direction = -1 if t < anchor else 1
+        out = features.backbone_out(t)
+        assert out["backbone_fpn"][0].shape == (1, 2, 2, 2) and int(out["backbone_fpn"][0].flatten()[0]) == t
+    assert features.num_encoded == num_frames and sorted(sum(encoded, [])) == list(range(num_frames))
+    assert features.max_frames_held <= chunk and all(len(batch) <= chunk for batch in encoded)
+    with pytest.raises(IndexError, match=f"valid indices are 0..{num_frames - 1}"):
+        features.backbone_out(num_frames)
 
 
 def test_state_is_pruned_and_matches_sam2_propagate_in_video():
