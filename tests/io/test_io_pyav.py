@@ -253,3 +253,25 @@ def test_a_seek_that_lands_late_falls_back_to_the_file_start(long_gop_video, lon
         index.keyframe_seek_timestamps[:] = late
         indices = [70, 10, 250, 130]
         _assert_exact(reader.get_frames(indices), indices, long_gop_truth)
+
+
+def test_next_frames_after_a_request_are_exact(long_gop_video, long_gop_truth):
+    """The decoder reads a few packets ahead of the frame it outputs; frames among those it was allowed
+    to drop must not be expected from the parked decoder."""
+    for p in range(120, 136):
+        for step in (1, 2, 3):
+            with open_video(long_gop_video) as reader:
+                reader.get_frames([p])
+                _assert_exact(reader.get_frames([p + step]), [p + step], long_gop_truth)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_small_forward_steps_on_one_reader_are_exact(long_gop_video, long_gop_truth, seed):
+    """Playback-like access, where the parked decoder is continued again and again."""
+    rng = random.Random(200 + seed)
+    position = rng.randrange(0, 200)
+    with open_video(long_gop_video) as reader:
+        for _ in range(20):
+            position = min(299, position + rng.randint(1, 4))
+            indices = [position] if rng.random() < 0.5 else [position, min(299, position + rng.randint(1, 3))]
+            _assert_exact(reader.get_frames(indices), indices, long_gop_truth)

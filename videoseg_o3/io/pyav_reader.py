@@ -94,7 +94,10 @@ class PyAVReader(VideoReader):
 
     def _decode_run(self, run: DecodeRun, pixel_format: str, out: dict[int, torch.Tensor]) -> None:
         pending = set(run.targets)
-        if self._parked is not None and run.keyframe <= self._parked < run.targets[0]:
+        # Continue the parked decoder only if it is past the run's keyframe, before its first target,
+        # and was not told it may drop a target: the decoder reads packets ahead of the frame it last
+        # output, and a requested frame among those, sent with skip_frame="NONREF", may be gone.
+        if self._parked is not None and run.keyframe <= self._parked < run.targets[0] and not pending & self._unconfirmed:
             status = self._decode_forward(pending, pixel_format, out)
         else:
             self._finish_pass()
