@@ -17,15 +17,17 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CMAKE = shutil.which("cmake")
+NVCC = shutil.which("nvcc") or next((p for p in ("/usr/local/cuda/bin/nvcc",) if Path(p).exists()), None)
+MISSING_NVCC = "/nonexistent/nvcc"
 pytestmark = pytest.mark.skipif(CMAKE is None, reason="cmake is not on PATH (the package build needs it anyway)")
 
 
-def _configure(tmp_path: Path, mode: str, cuda_compiler: str | None) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
+def _configure(build_dir: Path, defines: list[str], cuda_compiler: str | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("CUDAARCHS", "CUDACXX")}
     if cuda_compiler is not None:
         env["CUDACXX"] = cuda_compiler
     cmd = [
-        CMAKE, "-S", str(REPO_ROOT), "-B", str(tmp_path / "build"), f"-DVIDEOSEG_WITH_CUDA={mode}",
+        CMAKE, "-S", str(REPO_ROOT), "-B", str(build_dir), *defines,
         f"-Dpybind11_DIR={pybind11.get_cmake_dir()}", f"-DPython_EXECUTABLE={sys.executable}",
     ]  # fmt: skip
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
@@ -36,7 +38,7 @@ def _status_lines(proc: subprocess.CompletedProcess) -> list[str]:
 
 
 def test_on_without_a_cuda_compiler_is_an_error_naming_the_fix(tmp_path: Path) -> None:
-    proc = _configure(tmp_path, "on", "/nonexistent/nvcc")
+    proc = _configure(tmp_path, ["-DVIDEOSEG_WITH_CUDA=on"], MISSING_NVCC)
     assert proc.returncode != 0
     message = " ".join(proc.stderr.split())
     assert "VIDEOSEG_WITH_CUDA=on but no CUDA compiler (nvcc) was found" in message
@@ -44,7 +46,7 @@ def test_on_without_a_cuda_compiler_is_an_error_naming_the_fix(tmp_path: Path) -
 
 
 def test_auto_without_a_cuda_compiler_builds_only_the_cpu_module(tmp_path: Path) -> None:
-    proc = _configure(tmp_path, "auto", "/nonexistent/nvcc")
+    proc = _configure(tmp_path, ["-DVIDEOSEG_WITH_CUDA=auto"], MISSING_NVCC)
     assert proc.returncode == 0, proc.stderr
     lines = _status_lines(proc)
     assert any("building _C (C++ CPU ops" in line for line in lines), lines
@@ -52,9 +54,17 @@ def test_auto_without_a_cuda_compiler_builds_only_the_cpu_module(tmp_path: Path)
 
 
 def test_off_skips_cuda_and_bad_values_are_rejected(tmp_path: Path) -> None:
-    proc = _configure(tmp_path, "OFF", None)
+    proc = _configure(tmp_path / "off", ["-DVIDEOSEG_WITH_CUDA=OFF"])
     assert proc.returncode == 0, proc.stderr
     assert any("not building _C_cuda (VIDEOSEG_WITH_CUDA=off)" in line for line in _status_lines(proc))
-    bad = _configure(tmp_path / "bad", "maybe", None)
+    bad = _configure(tmp_path / "bad", ["-DVIDEOSEG_WITH_CUDA=maybe"])
     assert bad.returncode != 0
     assert "invalid VIDEOSEG_WITH_CUDA (maybe). Supported values are auto, on, off." in " ".join(bad.stderr.split())
+
+
+@pytest.mark.skipif(NVCC is None, reason="no nvcc here: the CUDA module cannot be configured")
+def test_cuda_architectures_can_be_overridden(tmp_path: Path) -> None:
+    proc = _configure(tmp_path, ["-DVIDEOSEG_WITH_CUDA=on", "-DCMAKE_CUDA_ARCHITECTURES=86-real"], NVCC)
+    assert proc.returncode == 0, proc.stderr
+    lines = _status_lines(proc)
+    assert any("building _C_cuda" in line and "architectures 86-real," in line for line in lines), lines
