@@ -220,6 +220,12 @@ def test_containers_and_codecs_are_exact(tmp_path, ext, codec, options):
         _assert_exact(reader.get_frames(indices), indices, truth)
         nv12 = reader.get_frames([10], pixel_format="nv12")
         assert nv12.shape == (1, 144, 128)
+        rng = random.Random(5)
+        position = 0
+        for _ in range(15):  # turns that jump and step forward on the same reader
+            position = rng.randrange(90) if rng.random() < 0.3 else min(89, position + rng.randint(1, 4))
+            turn = [position, min(89, position + rng.randint(0, 3))]
+            _assert_exact(reader.get_frames(turn), turn, truth)
 
 
 def test_decode_count_for_30_of_300_frames(gop30_video):
