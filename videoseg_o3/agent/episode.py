@@ -133,17 +133,11 @@ class Trajectory:
 
 
 # ---------------------------------------------------------------------- rendering
-def observation_content(observation: Any) -> list[dict[str, str]]:
+def observation_content(observation: Any) -> list[dict[str, Any]]:
     """Chat content items of an observation: text parts and one image item per frame, in order."""
-    from videoseg_o3 import protocol
+    from videoseg_o3.protocol import to_chat_content
 
-    to_chat = getattr(protocol, "to_chat_content", None)
-    if to_chat is not None:
-        return list(to_chat(observation))
-    items: list[dict[str, str]] = []
-    for part in observation.parts:
-        items.append({"type": "text", "text": part} if isinstance(part, str) else {"type": "image"})
-    return items
+    return list(to_chat_content(observation))
 
 
 class _Renderer:
@@ -193,8 +187,7 @@ class _EpisodeRunner:
         self.cfg = protocol_config
         self.mode = check_mode(mode)
         self.num_frames = int(video.num_frames)
-        system_prompt = getattr(protocol, "system_prompt", None)
-        self.renderer = _Renderer(policy.processor, system_prompt(protocol_config) if system_prompt else None)
+        self.renderer = _Renderer(policy.processor, protocol.system_prompt(protocol_config))
         self.eos_ids = _stop_token_ids(policy)
         self.ctx = DialogueContext(policy, mode)
         self.mask: list[int] = []
