@@ -280,8 +280,8 @@ class Sam2Segmenter(torch.nn.Module):
         n = len(features)
         if (not isinstance(seg_embeddings, torch.Tensor) or seg_embeddings.ndim != 2
                 or seg_embeddings.shape[1] != SEG_EMBED_DIM):
-            shape = tuple(seg_embeddings.shape) if isinstance(seg_embeddings, torch.Tensor) else type(seg_embeddings).__name__
-            raise ValueError(f"Invalid seg_embeddings ({shape}). Expected a float tensor of shape (m, {SEG_EMBED_DIM}).")
+            raise ValueError(f"Invalid seg_embeddings ({_describe(seg_embeddings)}). Expected a float tensor of "
+                             f"shape (m, {SEG_EMBED_DIM}).")
         m = int(seg_embeddings.shape[0])
         device = features.image_embed.device
         if frame_index is None:
@@ -367,8 +367,8 @@ class Sam2Segmenter(torch.nn.Module):
         source = as_video_source(video)
         num_frames, height, width = int(source.num_frames), int(source.height), int(source.width)
         if not isinstance(seg_embedding, torch.Tensor) or seg_embedding.numel() != SEG_EMBED_DIM:
-            shape = tuple(seg_embedding.shape) if isinstance(seg_embedding, torch.Tensor) else type(seg_embedding).__name__
-            raise ValueError(f"Invalid seg_embedding ({shape}). Expected a float tensor of shape ({SEG_EMBED_DIM},).")
+            raise ValueError(f"Invalid seg_embedding ({_describe(seg_embedding)}). Expected a float tensor of "
+                             f"shape ({SEG_EMBED_DIM},).")
         if isinstance(anchor, bool) or not isinstance(anchor, (int, np.integer)) or not 0 <= anchor < num_frames:
             raise ValueError(f"Invalid anchor ({anchor}). Expected a frame index in 0..{num_frames - 1}.")
         anchor = int(anchor)
@@ -397,6 +397,11 @@ class Sam2Segmenter(torch.nn.Module):
                     done += 1
                     if progress is not None:
                         progress(done, num_frames)
+
+
+def _describe(value: object) -> object:
+    """What an error message shows for a bad tensor argument: its shape, or its type if not a tensor."""
+    return tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
 
 
 @contextlib.contextmanager
