@@ -8,6 +8,7 @@
 
 #include "array_views.h"
 #include "frame_prep.h"
+#include "frame_prep_pixel.h"
 
 namespace py = pybind11;
 using namespace videoseg;
@@ -36,6 +37,39 @@ void prepare_frames_binding(const py::array& frames, const std::string& pixel_fo
   prepare_frames_cpu(f, box_ptr, o, norm, yuv, num_threads);
 }
 
+// The CUDA kernel's per-pixel arithmetic run on the host, single-threaded: lets machines without a
+// GPU test what the CUDA tier computes. Not meant for speed.
+void prepare_frames_pixelwise_binding(const py::array& frames, const std::string& pixel_format,
+                                      const py::array& boxes, py::array& out, const std::array<float, 3>& scale,
+                                      const std::array<float, 3>& bias, const std::array<float, 9>& yuv_matrix) {
+  if (!frames.dtype().is(py::dtype::of<uint8_t>())) {
+    throw std::invalid_argument("Invalid frames dtype: expected uint8.");
+  }
+  std::vector<int64_t> shape(frames.shape(), frames.shape() + frames.ndim());
+  std::vector<int64_t> strides(frames.strides(), frames.strides() + frames.ndim());
+  FrameBatch f = describe_frames(parse_pixel_format(pixel_format), shape, strides);
+  f.data = static_cast<const uint8_t*>(frames.data());
+  const int32_t* box_ptr = boxes_pointer(boxes, f.num_frames);
+  const OutputSpec o = describe_output(out, f.num_frames);
+  throw_if_inconsistent(f, box_ptr, o);
+  const Normalize norm = make_normalize(scale, bias);
+  const YuvMatrix yuv = make_yuv(yuv_matrix);
+  py::gil_scoped_release release;
+  const int64_t plane = o.height * o.width;
+  for (int64_t n = 0; n < f.num_frames; ++n) {
+    for (int64_t oy = 0; oy < o.height; ++oy) {
+      for (int64_t ox = 0; ox < o.width; ++ox) {
+        float rgb[3];
+        prepare_pixel(f, box_ptr, n, oy, ox, o.height, o.width, norm, yuv, rgb);
+        float* dst = o.data + n * 3 * plane + oy * o.width + ox;
+        dst[0] = rgb[0];
+        dst[plane] = rgb[1];
+        dst[2 * plane] = rgb[2];
+      }
+    }
+  }
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -50,6 +84,11 @@ boxes: int32 (n, 4) x0, y0, x1, y1, end exclusive, inside the frame, non-empty.
 out: float32 (n, 3, h, w), C-contiguous, written in place: v * scale[c] + bias[c] for v in [0, 255].
 yuv_matrix: row-major 3x3 applied to (Y-16, U-128, V-128) for NV12.
 num_threads: worker threads (<= 0: all hardware threads). The GIL is released while working.)doc");
+  m.def("prepare_frames_pixelwise", &prepare_frames_pixelwise_binding, py::arg("frames").noconvert(),
+        py::arg("pixel_format"), py::arg("boxes").noconvert(), py::arg("out").noconvert(), py::arg("scale"),
+        py::arg("bias"), py::arg("yuv_matrix"),
+        "Same contract as prepare_frames, computed with the CUDA kernel's per-pixel arithmetic on the host "
+        "(single-threaded; for testing that arithmetic where no GPU is present).");
   m.def("hardware_threads", []() { return std::thread::hardware_concurrency(); },
         "Number of hardware threads the C++ ops would use by default.");
 }

@@ -18,7 +18,14 @@ from hypothesis import strategies as st
 from tolerances import tol
 
 from videoseg_o3 import _ext
-from videoseg_o3.ops.frame_prep import prepare_frames, prepare_frames_c, prepare_frames_cuda, prepare_frames_ref
+from videoseg_o3.ops.frame_prep import (
+    _validate,
+    prepare_frames,
+    prepare_frames_c,
+    prepare_frames_cuda,
+    prepare_frames_ref,
+    yuv_to_rgb_matrix,
+)
 
 requires_c = pytest.mark.skipif(
     not (_ext.HAS_C and hasattr(_ext.C, "prepare_frames")),
@@ -199,6 +206,42 @@ def test_c_releases_the_gil() -> None:
     margin = 0.25 * (t1 - t0)
     inside = [t for t in stamps if t0 + margin < t < t1 - margin]
     assert len(inside) > 100, f"only {len(inside)} main-thread steps during a {t1 - t0:.3f} s call: the GIL was held"
+
+
+# --- the CUDA kernel's per-pixel arithmetic, compiled for the host ---------------------------------------
+
+
+def _pixelwise(frames: torch.Tensor, boxes: torch.Tensor | None, size: tuple[int, int], **kw: str) -> torch.Tensor:
+    """What the CUDA tier computes, evaluated on the CPU by ``_C.prepare_frames_pixelwise``."""
+    req = _validate(frames, boxes, size, IMAGENET_MEAN, IMAGENET_STD, kw.get("pixel_format", "rgb"), kw.get("color_matrix", "bt601"), torch.float32)
+    out = torch.empty((req.num_frames, 3, req.out_h, req.out_w))
+    scale, bias = req.scale_bias()
+    matrix = list(yuv_to_rgb_matrix(req.color_matrix))
+    _ext.C.prepare_frames_pixelwise(frames.numpy(), req.pixel_format, req.boxes.to(torch.int32).numpy(), out.numpy(), scale, bias, matrix)
+    return out
+
+
+@requires_c
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("boxes", [BOXES, BOXES_2], ids=["borders", "fractional"])
+def test_cuda_arithmetic_matches_reference_rgb(size: tuple[int, int], boxes: torch.Tensor) -> None:
+    frames = random_rgb(3, 37, 53)
+    want = prepare_frames_ref(frames, boxes, size, IMAGENET_MEAN, IMAGENET_STD)
+    _report("prepare_frames_cuda", _pixelwise(frames, boxes, size), want)
+    _report("prepare_frames_cuda", _pixelwise(frames[:, ::2, ::3], None, size), prepare_frames_ref(frames[:, ::2, ::3], None, size, IMAGENET_MEAN, IMAGENET_STD))
+
+
+@requires_c
+@pytest.mark.parametrize("color_matrix", ["bt601", "bt709"])
+def test_cuda_arithmetic_matches_reference_nv12(color_matrix: str) -> None:
+    nv12 = random_nv12(3, 36, 54)
+    padded = torch.zeros(3, 54, 64, dtype=torch.uint8)
+    padded[:, :, :54] = nv12
+    boxes = torch.tensor([[0, 0, 54, 36], [1, 1, 2, 2], [7.4, -3.0, 60.0, 19.5]])
+    kw = dict(pixel_format="nv12", color_matrix=color_matrix)
+    for size in [(1, 1), (31, 17), (72, 100)]:
+        want = prepare_frames_ref(nv12, boxes, size, IMAGENET_MEAN, IMAGENET_STD, **kw)
+        _report("prepare_frames_nv12", _pixelwise(padded[:, :, :54], boxes, size, **kw), want)
 
 
 # --- CUDA tier: runs on a GPU runner -------------------------------------------------------------------
