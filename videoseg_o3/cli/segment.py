@@ -1,0 +1,70 @@
+"""``videoseg-o3 segment VIDEO "QUERY" --ckpt DIR --out OUT_DIR``: masks for one video and one question.
+
+Writes, under OUT_DIR:
+- ``masks/<frame>.png``: one 0/255 PNG per frame at the video's size (frame names follow the source
+  frames for image folders, the benchmarks' convention; ``00000.png``... for video files);
+- ``overlay.mp4``: the video with the mask blended in (``--no-overlay`` skips it);
+- ``turns.json``: the turns (text, action, interval, keyframe, frames shown), the anchor frame and timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "segment"
+HELP = "Segment the object a question refers to in every frame of a video (masks, overlay video, turns JSON)."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("video", metavar="VIDEO", help="Video file (mp4, mkv, webm, avi, mov) or a folder of JPEG/PNG frames.")
+    parser.add_argument("query", metavar="QUERY", help="The question or referring expression.")
+    parser.add_argument("--ckpt", required=True, help="Checkpoint directory (videoseg-o3 init-tiny, training output, or a released VideoSEG-O3 directory).")
+    parser.add_argument("--out", required=True, help="Output directory (created).")
+    parser.add_argument("--device", default="auto", help="auto, cpu, or a CUDA device such as cuda:0.")
+    parser.add_argument("--mode", choices=("kv", "reencode"), default="kv", help="Reuse the KV cache across turns (kv) or re-encode the dialogue each turn.")
+    parser.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=None, help="Tokens per turn (default: the checkpoint's).")
+    parser.add_argument("--no-overlay", dest="overlay", action="store_false", help="Do not write overlay.mp4.")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="Hide the progress bar.")
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from videoseg_o3.output import frame_names, write_mask_folder, write_overlay_video
+    from videoseg_o3.pipeline import VideoSegO3
+
+    if not args.query.strip():
+        raise ValueError("Invalid QUERY (''): give the question or expression to segment.")
+    if not Path(args.ckpt).is_dir():
+        raise FileNotFoundError(f"Checkpoint directory not found: {args.ckpt}. Create a tiny one with `videoseg-o3 init-tiny {args.ckpt}`.")
+    pipeline = VideoSegO3.from_pretrained(args.ckpt, device=args.device, mode=args.mode)
+    if args.max_new_tokens is not None:
+        if args.max_new_tokens < 1:
+            raise ValueError(f"Invalid --max-new-tokens ({args.max_new_tokens}): use a positive number.")
+        pipeline.generation = dataclasses.replace(pipeline.generation, max_new_tokens=args.max_new_tokens)
+    reader = pipeline.open(args.video)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=reader.num_frames, desc="propagating", unit="frame", disable=not args.progress)
+
+    def progress(done: int, total: int) -> None:
+        bar.update(done - bar.n)
+
+    result = pipeline.segment(reader, args.query, progress=progress)
+    bar.close()
+    names = frame_names(reader)
+    write_mask_folder(out / "masks", result.masks, names)
+    record = {"video": str(args.video), "query": args.query, "checkpoint": str(args.ckpt), **result.to_json()}
+    if args.overlay:
+        write_overlay_video(out / "overlay.mp4", reader, result.masks)
+        record["overlay"] = "overlay.mp4"
+    (out / "turns.json").write_text(json.dumps(record, indent=2) + "\n")
+    print(f"{len(result.turns)} turn(s), anchor frame {result.anchor_frame}, "
+          f"{record['foreground_frames']}/{reader.num_frames} frames with foreground -> {out}")
+    if result.error:
+        print(f"warning: {result.error}")
+    return 0
