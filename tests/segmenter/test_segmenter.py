@@ -417,10 +417,17 @@ def test_gpu_matches_cpu(seg):
     gpu.sam.load_state_dict(seg.sam.state_dict())
     gpu = gpu.to(default_device())
     data, emb = frames(2, 18), embeddings(2, 18)
-    cpu_out, gpu_out = seg.decode_frames(data, emb), gpu.decode_frames(data, emb)
+    # TF32 would make the GPU differ from fp32 by design; compare fp32 with fp32
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        cpu_out, gpu_out = seg.decode_frames(data, emb), gpu.decode_frames(data, emb)
+        video = frames(5, 19)
+        cpu_masks, gpu_masks = seg.propagate(video, emb[0], 2), gpu.propagate(video, emb[0], 2)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+    assert gpu_out.low_res_logits.device.type == default_device().type
     torch.testing.assert_close(gpu_out.low_res_logits.cpu(), cpu_out.low_res_logits, **tol("segmenter_gpu_vs_cpu"))
-    video = frames(5, 19)
-    cpu_masks, gpu_masks = seg.propagate(video, emb[0], 2), gpu.propagate(video, emb[0], 2)
     assert gpu_masks.shape == cpu_masks.shape and gpu_masks.device.type == "cpu"
     disagreement = (gpu_masks != cpu_masks).float().mean().item()
     assert disagreement <= tol("segmenter_gpu_mask_disagreement")["atol"], disagreement
