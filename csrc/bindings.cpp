@@ -9,6 +9,7 @@
 #include "array_views.h"
 #include "frame_prep.h"
 #include "frame_prep_pixel.h"
+#include "memory_hints.h"
 
 namespace py = pybind11;
 using namespace videoseg;
@@ -31,6 +32,7 @@ void prepare_frames_binding(const py::array& frames, const std::string& pixel_fo
   const Normalize norm = make_normalize(scale, bias);
   const YuvMatrix yuv = make_yuv(yuv_matrix);
   if (num_threads <= 0) num_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  advise_huge_pages(o.data, static_cast<std::size_t>(f.num_frames) * 3 * o.height * o.width * sizeof(float));
   // The arrays stay referenced by the caller for the whole call, so their memory outlives the
   // released GIL; other Python threads (e.g. a decoder) run meanwhile.
   py::gil_scoped_release release;
