@@ -133,8 +133,6 @@ class Sam2Segmenter(torch.nn.Module):
         sam.requires_grad_(False)
         sam.sam_prompt_encoder.requires_grad_(True)
         sam.sam_mask_decoder.requires_grad_(True)
-        self.register_buffer("_mean", torch.tensor(IMAGENET_MEAN).view(3), persistent=False)
-        self.register_buffer("_std", torch.tensor(IMAGENET_STD).view(3), persistent=False)
         self.eval()
 
     def train(self, mode: bool = True) -> "Sam2Segmenter":
@@ -206,7 +204,8 @@ class Sam2Segmenter(torch.nn.Module):
     # -- small helpers ------------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
-        return self._mean.device
+        """Where the SAM2 weights live (inputs are moved here)."""
+        return self.sam.no_mem_embed.device
 
     @property
     def image_size(self) -> int:
