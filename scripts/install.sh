@@ -44,7 +44,7 @@ if ! $PIP --no-build-isolation -v $target >"$log" 2>&1; then
   cat "$log"; echo "install failed: see the build log above"; exit 1
 fi
 # The CMake configure/build lines, so CI logs show which modules (C++, CUDA) were compiled.
-grep -E "^-- videoseg|^-- The CUDA|Building (CXX|CUDA)|Linking (CXX|CUDA)" "$log" || true
+grep -E "^\s*-- (videoseg_o3:|The CUDA compiler)|Building (CXX|CUDA)|Linking (CXX|CUDA)" "$log" || true
 rm -f "$log"
 $PY -c "import videoseg_o3._ext as e; print('videoseg_o3 extension:', 'C++' if e.HAS_C else 'MISSING', '+ CUDA' if e.HAS_CUDA_EXT else '(no CUDA module)')"
 echo "== videoseg_o3 install: done"

@@ -86,3 +86,15 @@ def test_extension_built_when_required() -> None:
     else:
         # Without the requirement the flag must still agree with reality.
         assert ext.HAS_C == (ext.C is not None)
+
+
+def test_ops_exports_frame_prep_lazily() -> None:
+    import videoseg_o3.ops as ops
+    from videoseg_o3.ops import frame_prep
+
+    assert ops.prepare_frames is frame_prep.prepare_frames
+    assert ops.qwen_resize_hw is frame_prep.qwen_resize_hw
+    import pytest
+
+    with pytest.raises(AttributeError, match="no_such_op"):
+        ops.no_such_op  # noqa: B018
