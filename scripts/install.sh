@@ -19,7 +19,7 @@ $PIP "transformers>=5.20" "safetensors>=0.4" "peft>=0.11" "accelerate>=1.0" "qwe
      "av>=12" "pycocotools>=2.0.7" "hydra-core>=1.3" "iopath>=0.1.10" tqdm pillow numpy scipy matplotlib \
      "onnx>=1.16" "onnxruntime>=1.18" "onnxscript>=0.1" \
      "scikit-build-core>=0.10" "pybind11>=2.12" \
-     "pytest>=8" "hypothesis>=6.100"
+     "pytest>=8" "hypothesis>=6.100" opencv-python-headless scikit-image  # the last two: the official DAVIS metric code, for a cross-check test
 
 echo "== videoseg_o3 install: torchcodec (optional second CPU decoder; needs the system FFmpeg libraries)"
 # PyAV (above) carries its own FFmpeg and is the default decoder; torchcodec is used where it works.

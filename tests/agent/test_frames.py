@@ -8,7 +8,7 @@ import torch
 from videoseg_o3.agent.frames import expand_image_placeholders, policy_image_sizes, prepare_policy_images
 from videoseg_o3.protocol import FrameSpec
 
-from .conftest import shared_tiny_policy
+from tests.tiny_models import shared_tiny_policy
 
 
 @pytest.mark.parametrize("family", ["qwen3_vl", "qwen2_5_vl"])

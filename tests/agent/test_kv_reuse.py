@@ -16,7 +16,7 @@ from tests.tolerances import tol
 from videoseg_o3.agent.context import Chunk, DialogueContext
 from videoseg_o3.policy import SegPolicy
 
-from .conftest import shared_tiny_policy
+from tests.tiny_models import shared_tiny_policy
 
 IMG = "<|vision_start|><|image_pad|><|vision_end|>"
 

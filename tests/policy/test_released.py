@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from videoseg_o3.policy import SegPolicy, load_released_checkpoint, split_released_state_dict
 from videoseg_o3.policy.released import qwen_key
 
-from .conftest import shared_tiny_policy
+from tests.tiny_models import shared_tiny_policy
 
 TINY_SAM = {"model_config": "sam2_hiera_t", "image_size": 256}
 
