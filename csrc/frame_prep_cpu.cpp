@@ -122,6 +122,66 @@ const float* load_row(const FrameBatch& f, const uint8_t* frame, const YuvMatrix
   return dst;
 }
 
+// Horizontal resampling of outputs [begin, end) of one RGB-interleaved row (uint8 straight from the
+// frame, or floats after NV12 conversion). With the tap count a compile-time constant the inner
+// loop unrolls fully and the three channel sums stay in registers; that is most of this op's time.
+// Taps past an output's `count` carry zero weight (AxisPlan pads them), so the caller only uses
+// this where `start + N` stays inside the row's readable memory.
+template <int N, typename T>
+void resample_row_fixed(const T* row, const AxisPlan& plan, int64_t begin, int64_t end, float* dst) {
+  const float* weights = plan.weights.data();
+  const int32_t* start = plan.start.data();
+  for (int64_t ox = begin; ox < end; ++ox) {
+    const float* w = weights + ox * N;
+    const T* p = row + 3 * static_cast<int64_t>(start[ox]);
+    float a0 = 0.f, a1 = 0.f, a2 = 0.f;
+    for (int k = 0; k < N; ++k) {
+      a0 += w[k] * static_cast<float>(p[3 * k + 0]);
+      a1 += w[k] * static_cast<float>(p[3 * k + 1]);
+      a2 += w[k] * static_cast<float>(p[3 * k + 2]);
+    }
+    dst[3 * ox + 0] = a0;
+    dst[3 * ox + 1] = a1;
+    dst[3 * ox + 2] = a2;
+  }
+}
+
+// Any tap count, reading exactly `count` taps (strong shrinking, and the right edge of a row).
+template <typename T>
+void resample_row_counted(const T* row, const AxisPlan& plan, int64_t begin, int64_t end, float* dst) {
+  const int64_t taps = plan.max_taps;
+  for (int64_t ox = begin; ox < end; ++ox) {
+    const float* w = plan.weights.data() + ox * taps;
+    const T* p = row + 3 * static_cast<int64_t>(plan.start[ox]);
+    float a0 = 0.f, a1 = 0.f, a2 = 0.f;
+    for (int32_t k = 0; k < plan.count[ox]; ++k) {
+      a0 += w[k] * static_cast<float>(p[3 * k + 0]);
+      a1 += w[k] * static_cast<float>(p[3 * k + 1]);
+      a2 += w[k] * static_cast<float>(p[3 * k + 2]);
+    }
+    dst[3 * ox + 0] = a0;
+    dst[3 * ox + 1] = a1;
+    dst[3 * ox + 2] = a2;
+  }
+}
+
+// Outputs [0, fixed_end) with the unrolled loop, the rest with the counted one.
+template <typename T>
+void resample_row(const T* row, const AxisPlan& plan, int64_t fixed_end, int64_t ow, float* dst) {
+  switch (plan.max_taps) {
+    case 1: resample_row_fixed<1>(row, plan, 0, fixed_end, dst); break;
+    case 2: resample_row_fixed<2>(row, plan, 0, fixed_end, dst); break;
+    case 3: resample_row_fixed<3>(row, plan, 0, fixed_end, dst); break;
+    case 4: resample_row_fixed<4>(row, plan, 0, fixed_end, dst); break;
+    case 5: resample_row_fixed<5>(row, plan, 0, fixed_end, dst); break;
+    case 6: resample_row_fixed<6>(row, plan, 0, fixed_end, dst); break;
+    case 7: resample_row_fixed<7>(row, plan, 0, fixed_end, dst); break;
+    case 8: resample_row_fixed<8>(row, plan, 0, fixed_end, dst); break;
+    default: fixed_end = 0; break;
+  }
+  resample_row_counted(row, plan, fixed_end, ow, dst);
+}
+
 void run_block(const FrameBatch& f, const int32_t* boxes, const OutputSpec& out, const Normalize& norm,
                const YuvMatrix& yuv, int64_t frame_index, int64_t oy_begin, int64_t oy_end, Scratch& s) {
   const int32_t* b = boxes + 4 * frame_index;
@@ -139,25 +199,16 @@ void run_block(const FrameBatch& f, const int32_t* boxes, const OutputSpec& out,
   }
 
   // Horizontal pass over the source rows this block reads.
-  s.row.resize(3 * (crop_w + 2));
+  // Room for two pixels of NV12 pair alignment plus max_taps zero pixels: the fixed-tap loops read
+  // max_taps pixels from every start, the zero weights past `count` landing on this zeroed tail.
+  s.row.assign(3 * (crop_w + 2 + s.xplan.max_taps), 0.f);
   s.hbuf.resize((row_hi - row_lo) * ow3);
-  const int64_t xt = s.xplan.max_taps;
+  // Each source row is converted to floats once (load_row) and then read by several overlapping
+  // taps; resampling straight from the uint8 bytes converts every pixel once per tap and measured
+  // slower. The zeroed tail of s.row lets the unrolled loop run to the last output.
   for (int64_t r = row_lo; r < row_hi; ++r) {
-    const float* row = load_row(f, frame, yuv, y0 + r, x0, crop_w, s.row.data());
     float* dst = s.hbuf.data() + (r - row_lo) * ow3;
-    for (int64_t ox = 0; ox < ow; ++ox) {
-      const float* w = s.xplan.weights.data() + ox * xt;
-      const float* p = row + 3 * static_cast<int64_t>(s.xplan.start[ox]);
-      float a0 = 0.f, a1 = 0.f, a2 = 0.f;
-      for (int32_t k = 0; k < s.xplan.count[ox]; ++k) {
-        a0 += w[k] * p[3 * k + 0];
-        a1 += w[k] * p[3 * k + 1];
-        a2 += w[k] * p[3 * k + 2];
-      }
-      dst[3 * ox + 0] = a0;
-      dst[3 * ox + 1] = a1;
-      dst[3 * ox + 2] = a2;
-    }
+    resample_row(load_row(f, frame, yuv, y0 + r, x0, crop_w, s.row.data()), s.xplan, ow, ow, dst);
   }
 
   // Vertical pass, then normalisation into the planar output.
