@@ -83,3 +83,25 @@ def test_from_pretrained_errors(tmp_path: Path) -> None:
     (tmp_path / "model.safetensors").write_bytes(b"")
     with pytest.raises(ValueError, match=r"Invalid model_type \(llama\)"):
         SegPolicy.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("family", ["qwen3_vl", "qwen2_5_vl"])
+def test_plain_qwen_directory_gets_seg_and_a_projector(family: str, tmp_path: Path) -> None:
+    """A base Qwen-VL directory as Hugging Face saves it (no [SEG], no projector) is where real training starts."""
+    from videoseg_o3.policy.configs import model_class, tiny_config
+    from videoseg_o3.policy.tokenizer import build_processor, build_qwen_tokenizer
+
+    torch.manual_seed(0)
+    base = model_class(family)(tiny_config(family))
+    base.save_pretrained(str(tmp_path))
+    build_processor(family, build_qwen_tokenizer(family, add_seg_token=False)).save_pretrained(str(tmp_path))
+    assert "[SEG]" not in (tmp_path / "tokenizer_config.json").read_text() + (tmp_path / "tokenizer.json").read_text()
+
+    policy = SegPolicy.from_pretrained(tmp_path, device="cpu")
+    assert policy.processor.tokenizer.convert_ids_to_tokens(policy.seg_token_id) == "[SEG]"
+    assert policy.model.get_input_embeddings().num_embeddings > policy.seg_token_id
+    ids = policy.processor.tokenizer("look [SEG] here", return_tensors="pt").input_ids
+    assert (ids == policy.seg_token_id).sum() == 1
+    with torch.no_grad():
+        hidden = policy.model(input_ids=ids, output_hidden_states=True).hidden_states[-1]
+    assert policy.seg_embeddings(hidden, ids).shape == (1, 256)
