@@ -16,27 +16,45 @@ using namespace videoseg;
 
 namespace {
 
-void prepare_frames_binding(const py::array& frames, const std::string& pixel_format, const py::array& boxes,
-                            py::array& out, const std::array<float, 3>& scale, const std::array<float, 3>& bias,
-                            const std::array<float, 9>& yuv_matrix, int num_threads) {
+// One call's validated inputs: the frames described from the array's own shape and strides, the
+// boxes and output checked against them. Shared by both bindings so they accept exactly the same calls.
+struct PrepCall {
+  FrameBatch frames;
+  const int32_t* boxes;
+  OutputSpec out;
+  Normalize norm;
+  YuvMatrix yuv;
+};
+
+PrepCall parse_call(const py::array& frames, const std::string& pixel_format, const py::array& boxes, py::array& out,
+                    const std::array<float, 3>& scale, const std::array<float, 3>& bias,
+                    const std::array<float, 9>& yuv_matrix) {
   if (!frames.dtype().is(py::dtype::of<uint8_t>())) {
     throw std::invalid_argument("Invalid frames dtype: expected uint8.");
   }
   std::vector<int64_t> shape(frames.shape(), frames.shape() + frames.ndim());
   std::vector<int64_t> strides(frames.strides(), frames.strides() + frames.ndim());  // bytes == elements for uint8
-  FrameBatch f = describe_frames(parse_pixel_format(pixel_format), shape, strides);
-  f.data = static_cast<const uint8_t*>(frames.data());
-  const int32_t* box_ptr = boxes_pointer(boxes, f.num_frames);
-  const OutputSpec o = describe_output(out, f.num_frames);
-  throw_if_inconsistent(f, box_ptr, o);
-  const Normalize norm = make_normalize(scale, bias);
-  const YuvMatrix yuv = make_yuv(yuv_matrix);
+  PrepCall call;
+  call.frames = describe_frames(parse_pixel_format(pixel_format), shape, strides);
+  call.frames.data = static_cast<const uint8_t*>(frames.data());
+  call.boxes = boxes_pointer(boxes, call.frames.num_frames);
+  call.out = describe_output(out, call.frames.num_frames);
+  throw_if_inconsistent(call.frames, call.boxes, call.out);
+  call.norm = make_normalize(scale, bias);
+  call.yuv = make_yuv(yuv_matrix);
+  return call;
+}
+
+void prepare_frames_binding(const py::array& frames, const std::string& pixel_format, const py::array& boxes,
+                            py::array& out, const std::array<float, 3>& scale, const std::array<float, 3>& bias,
+                            const std::array<float, 9>& yuv_matrix, int num_threads) {
+  const PrepCall c = parse_call(frames, pixel_format, boxes, out, scale, bias, yuv_matrix);
   if (num_threads <= 0) num_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  advise_huge_pages(o.data, static_cast<std::size_t>(f.num_frames) * 3 * o.height * o.width * sizeof(float));
+  advise_huge_pages(c.out.data, static_cast<std::size_t>(c.frames.num_frames) * 3 * c.out.height * c.out.width * sizeof(float));
   // The arrays stay referenced by the caller for the whole call, so their memory outlives the
   // released GIL; other Python threads (e.g. a decoder) run meanwhile.
   py::gil_scoped_release release;
-  prepare_frames_cpu(f, box_ptr, o, norm, yuv, num_threads);
+  prepare_frames_cpu(c.frames, c.boxes, c.out, c.norm, c.yuv, num_threads);
 }
 
 // The CUDA kernel's per-pixel arithmetic run on the host, single-threaded: lets machines without a
@@ -44,25 +62,16 @@ void prepare_frames_binding(const py::array& frames, const std::string& pixel_fo
 void prepare_frames_pixelwise_binding(const py::array& frames, const std::string& pixel_format,
                                       const py::array& boxes, py::array& out, const std::array<float, 3>& scale,
                                       const std::array<float, 3>& bias, const std::array<float, 9>& yuv_matrix) {
-  if (!frames.dtype().is(py::dtype::of<uint8_t>())) {
-    throw std::invalid_argument("Invalid frames dtype: expected uint8.");
-  }
-  std::vector<int64_t> shape(frames.shape(), frames.shape() + frames.ndim());
-  std::vector<int64_t> strides(frames.strides(), frames.strides() + frames.ndim());
-  FrameBatch f = describe_frames(parse_pixel_format(pixel_format), shape, strides);
-  f.data = static_cast<const uint8_t*>(frames.data());
-  const int32_t* box_ptr = boxes_pointer(boxes, f.num_frames);
-  const OutputSpec o = describe_output(out, f.num_frames);
-  throw_if_inconsistent(f, box_ptr, o);
-  const Normalize norm = make_normalize(scale, bias);
-  const YuvMatrix yuv = make_yuv(yuv_matrix);
+  const PrepCall c = parse_call(frames, pixel_format, boxes, out, scale, bias, yuv_matrix);
+  const FrameBatch& f = c.frames;
+  const OutputSpec& o = c.out;
   py::gil_scoped_release release;
   const int64_t plane = o.height * o.width;
   for (int64_t n = 0; n < f.num_frames; ++n) {
     for (int64_t oy = 0; oy < o.height; ++oy) {
       for (int64_t ox = 0; ox < o.width; ++ox) {
         float rgb[3];
-        prepare_pixel(f, box_ptr, n, oy, ox, o.height, o.width, norm, yuv, rgb);
+        prepare_pixel(f, c.boxes, n, oy, ox, o.height, o.width, c.norm, c.yuv, rgb);
         float* dst = o.data + n * 3 * plane + oy * o.width + ox;
         dst[0] = rgb[0];
         dst[plane] = rgb[1];

@@ -122,23 +122,24 @@ const float* load_row(const FrameBatch& f, const uint8_t* frame, const YuvMatrix
   return dst;
 }
 
-// Horizontal resampling of outputs [begin, end) of one RGB-interleaved row (uint8 straight from the
-// frame, or floats after NV12 conversion). With the tap count a compile-time constant the inner
-// loop unrolls fully and the three channel sums stay in registers; that is most of this op's time.
-// Taps past an output's `count` carry zero weight (AxisPlan pads them), so the caller only uses
-// this where `start + N` stays inside the row's readable memory.
-template <int N, typename T>
-void resample_row_fixed(const T* row, const AxisPlan& plan, int64_t begin, int64_t end, float* dst) {
+// Horizontal resampling of one RGB-interleaved float row into `ow` output pixels. Every output reads
+// max_taps taps: weights past its own count are zero (AxisPlan pads them) and land on the row
+// buffer's zeroed tail. With N a compile-time constant (N > 0) the inner loop unrolls fully and the
+// three channel sums stay in registers, which is most of this op's time; N = 0 reads the tap
+// count at run time (strong shrinking).
+template <int N>
+void resample_row(const float* row, const AxisPlan& plan, int64_t ow, float* dst) {
+  const int64_t taps = N > 0 ? N : plan.max_taps;
   const float* weights = plan.weights.data();
   const int32_t* start = plan.start.data();
-  for (int64_t ox = begin; ox < end; ++ox) {
-    const float* w = weights + ox * N;
-    const T* p = row + 3 * static_cast<int64_t>(start[ox]);
+  for (int64_t ox = 0; ox < ow; ++ox) {
+    const float* w = weights + ox * taps;
+    const float* p = row + 3 * static_cast<int64_t>(start[ox]);
     float a0 = 0.f, a1 = 0.f, a2 = 0.f;
-    for (int k = 0; k < N; ++k) {
-      a0 += w[k] * static_cast<float>(p[3 * k + 0]);
-      a1 += w[k] * static_cast<float>(p[3 * k + 1]);
-      a2 += w[k] * static_cast<float>(p[3 * k + 2]);
+    for (int64_t k = 0; k < taps; ++k) {
+      a0 += w[k] * p[3 * k + 0];
+      a1 += w[k] * p[3 * k + 1];
+      a2 += w[k] * p[3 * k + 2];
     }
     dst[3 * ox + 0] = a0;
     dst[3 * ox + 1] = a1;
@@ -146,40 +147,18 @@ void resample_row_fixed(const T* row, const AxisPlan& plan, int64_t begin, int64
   }
 }
 
-// Any tap count, reading exactly `count` taps (strong shrinking, and the right edge of a row).
-template <typename T>
-void resample_row_counted(const T* row, const AxisPlan& plan, int64_t begin, int64_t end, float* dst) {
-  const int64_t taps = plan.max_taps;
-  for (int64_t ox = begin; ox < end; ++ox) {
-    const float* w = plan.weights.data() + ox * taps;
-    const T* p = row + 3 * static_cast<int64_t>(plan.start[ox]);
-    float a0 = 0.f, a1 = 0.f, a2 = 0.f;
-    for (int32_t k = 0; k < plan.count[ox]; ++k) {
-      a0 += w[k] * static_cast<float>(p[3 * k + 0]);
-      a1 += w[k] * static_cast<float>(p[3 * k + 1]);
-      a2 += w[k] * static_cast<float>(p[3 * k + 2]);
-    }
-    dst[3 * ox + 0] = a0;
-    dst[3 * ox + 1] = a1;
-    dst[3 * ox + 2] = a2;
-  }
-}
-
-// Outputs [0, fixed_end) with the unrolled loop, the rest with the counted one.
-template <typename T>
-void resample_row(const T* row, const AxisPlan& plan, int64_t fixed_end, int64_t ow, float* dst) {
+void resample_row_any(const float* row, const AxisPlan& plan, int64_t ow, float* dst) {
   switch (plan.max_taps) {
-    case 1: resample_row_fixed<1>(row, plan, 0, fixed_end, dst); break;
-    case 2: resample_row_fixed<2>(row, plan, 0, fixed_end, dst); break;
-    case 3: resample_row_fixed<3>(row, plan, 0, fixed_end, dst); break;
-    case 4: resample_row_fixed<4>(row, plan, 0, fixed_end, dst); break;
-    case 5: resample_row_fixed<5>(row, plan, 0, fixed_end, dst); break;
-    case 6: resample_row_fixed<6>(row, plan, 0, fixed_end, dst); break;
-    case 7: resample_row_fixed<7>(row, plan, 0, fixed_end, dst); break;
-    case 8: resample_row_fixed<8>(row, plan, 0, fixed_end, dst); break;
-    default: fixed_end = 0; break;
+    case 1: return resample_row<1>(row, plan, ow, dst);
+    case 2: return resample_row<2>(row, plan, ow, dst);
+    case 3: return resample_row<3>(row, plan, ow, dst);
+    case 4: return resample_row<4>(row, plan, ow, dst);
+    case 5: return resample_row<5>(row, plan, ow, dst);
+    case 6: return resample_row<6>(row, plan, ow, dst);
+    case 7: return resample_row<7>(row, plan, ow, dst);
+    case 8: return resample_row<8>(row, plan, ow, dst);
+    default: return resample_row<0>(row, plan, ow, dst);
   }
-  resample_row_counted(row, plan, fixed_end, ow, dst);
 }
 
 void run_block(const FrameBatch& f, const int32_t* boxes, const OutputSpec& out, const Normalize& norm,
@@ -208,7 +187,7 @@ void run_block(const FrameBatch& f, const int32_t* boxes, const OutputSpec& out,
   // slower. The zeroed tail of s.row lets the unrolled loop run to the last output.
   for (int64_t r = row_lo; r < row_hi; ++r) {
     float* dst = s.hbuf.data() + (r - row_lo) * ow3;
-    resample_row(load_row(f, frame, yuv, y0 + r, x0, crop_w, s.row.data()), s.xplan, ow, ow, dst);
+    resample_row_any(load_row(f, frame, yuv, y0 + r, x0, crop_w, s.row.data()), s.xplan, ow, dst);
   }
 
   // Vertical pass, then normalisation into the planar output.
