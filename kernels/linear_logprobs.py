@@ -157,6 +157,28 @@ def linear_logprobs_chunked(
 if TRITON_IMPORT_ERROR is None:
 
     @triton.jit
+    def _logits_tile(
+        hidden_ptr, weight_ptr, offs_n, offs_v, n_mask, v_mask, H, stride_hn, stride_wv, temperature,
+        BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr, DOT_FP32: tl.constexpr,
+        PRECISION: tl.constexpr,
+    ):
+        """``(hidden[offs_n] @ weight[offs_v].T) / temperature`` as a (BLOCK_N, BLOCK_V) fp32 tile; the
+        forward and both backwards recompute logits with it, so all three see the same numbers."""
+        acc = tl.zeros((BLOCK_N, BLOCK_V), tl.float32)
+        for h0 in range(0, H, BLOCK_H):
+            offs_h = h0 + tl.arange(0, BLOCK_H)
+            h_mask = offs_h < H
+            a = tl.load(hidden_ptr + offs_n[:, None] * stride_hn + offs_h[None, :], mask=n_mask[:, None] & h_mask[None, :], other=0.0)
+            b = tl.load(weight_ptr + offs_v[:, None] * stride_wv + offs_h[None, :], mask=v_mask[:, None] & h_mask[None, :], other=0.0)
+            if DOT_FP32:
+                # The interpreter's low-precision dot is wrong (Triton 3.8); bf16 x bf16 products are
+                # exact in fp32, so upcasting gives what the GPU's bf16 MMA with fp32 accumulation gives.
+                a = a.to(tl.float32)
+                b = b.to(tl.float32)
+            acc = tl.dot(a, tl.trans(b), acc, input_precision=PRECISION)
+        return acc / temperature
+
+    @triton.jit
     def _linear_lse_forward_kernel(
         hidden_ptr, weight_ptr, target_ptr, partial_ptr,
         N, V, H, stride_hn, stride_wv, temperature, tiles_per_split,
@@ -182,19 +204,10 @@ if TRITON_IMPORT_ERROR is None:
         for tile in range(0, tiles_per_split):
             offs_v = ((pid_s * tiles_per_split + tile) * BLOCK_V + tl.arange(0, BLOCK_V)).to(tl.int64)
             v_mask = offs_v < V
-            acc = tl.zeros((BLOCK_N, BLOCK_V), tl.float32)
-            for h0 in range(0, H, BLOCK_H):
-                offs_h = h0 + tl.arange(0, BLOCK_H)
-                h_mask = offs_h < H
-                a = tl.load(hidden_ptr + offs_n[:, None] * stride_hn + offs_h[None, :], mask=n_mask[:, None] & h_mask[None, :], other=0.0)
-                b = tl.load(weight_ptr + offs_v[:, None] * stride_wv + offs_h[None, :], mask=v_mask[:, None] & h_mask[None, :], other=0.0)
-                if DOT_FP32:
-                    # The interpreter's low-precision dot is wrong (Triton 3.8); bf16 x bf16 products are
-                    # exact in fp32, so upcasting gives what the GPU's bf16 MMA with fp32 accumulation gives.
-                    a = a.to(tl.float32)
-                    b = b.to(tl.float32)
-                acc = tl.dot(a, tl.trans(b), acc, input_precision=PRECISION)
-            z = acc / temperature
+            z = _logits_tile(
+                hidden_ptr, weight_ptr, offs_n, offs_v, n_mask, v_mask, H, stride_hn, stride_wv, temperature,
+                BLOCK_N, BLOCK_V, BLOCK_H, DOT_FP32, PRECISION,
+            )
             z_finite = tl.where(v_mask[None, :], z, 0.0)
             z = tl.where(v_mask[None, :], z, float("-inf"))
             m_new = tl.maximum(m, tl.max(z, axis=1))
@@ -219,17 +232,10 @@ if TRITON_IMPORT_ERROR is None:
         BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_H: tl.constexpr, DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
     ):
         """d lp / d logits for one (tokens x vocab) tile, times grad_lp: logits recomputed, fp32."""
-        acc = tl.zeros((BLOCK_N, BLOCK_V), tl.float32)
-        for h0 in range(0, H, BLOCK_H):
-            offs_h = h0 + tl.arange(0, BLOCK_H)
-            h_mask = offs_h < H
-            a = tl.load(hidden_ptr + offs_n[:, None] * stride_hn + offs_h[None, :], mask=n_mask[:, None] & h_mask[None, :], other=0.0)
-            b = tl.load(weight_ptr + offs_v[:, None] * stride_wv + offs_h[None, :], mask=v_mask[:, None] & h_mask[None, :], other=0.0)
-            if DOT_FP32:
-                a = a.to(tl.float32)
-                b = b.to(tl.float32)
-            acc = tl.dot(a, tl.trans(b), acc, input_precision=PRECISION)
-        z = acc / temperature
+        z = _logits_tile(
+            hidden_ptr, weight_ptr, offs_n, offs_v, n_mask, v_mask, H, stride_hn, stride_wv, temperature,
+            BLOCK_N, BLOCK_V, BLOCK_H, DOT_FP32, PRECISION,
+        )
         p = tl.exp(z - lse[:, None])
         onehot = tl.where(offs_v[None, :] == target[:, None], 1.0, 0.0)
         dlogits = (onehot - p) * (grad_lp / temperature)[:, None]

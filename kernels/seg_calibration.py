@@ -97,13 +97,14 @@ if TRITON_IMPORT_ERROR is None:
         return (1.0 - ly) * ((1.0 - lx) * v00 + lx * v01) + ly * ((1.0 - lx) * v10 + lx * v11)
 
     @triton.jit
-    def _seg_calibration_forward_kernel(
-        cur_ptr, roll_ptr, out_ptr,
+    def _resized_pair(
+        cur_ptr, roll_ptr, pid,
         cur_sn, cur_sh, cur_sw, cur_h, cur_w, cur_scale_h, cur_scale_w,
         roll_sn, roll_sh, roll_sw, roll_h, roll_w, roll_scale_h, roll_scale_w,
         threshold, SIZE: tl.constexpr, BLOCK: tl.constexpr,
     ):
-        pid = tl.program_id(0)
+        """Mask ``pid``'s current logits ``z`` and binarised rollout mask ``b`` on the SIZE x SIZE grid
+        (flattened to BLOCK lanes), with each lane's grid cell ``(i, j)`` and ``valid`` lane mask."""
         offs = tl.arange(0, BLOCK)
         valid = offs < SIZE * SIZE
         i = offs // SIZE
@@ -111,6 +112,20 @@ if TRITON_IMPORT_ERROR is None:
         z = _bilinear_sample(cur_ptr + pid * cur_sn, cur_sh, cur_sw, i, j, valid, cur_scale_h, cur_scale_w, cur_h, cur_w)
         r = _bilinear_sample(roll_ptr + pid * roll_sn, roll_sh, roll_sw, i, j, valid, roll_scale_h, roll_scale_w, roll_h, roll_w)
         b = tl.where(r > threshold, 1.0, 0.0)
+        return z, b, i, j, valid
+
+    @triton.jit
+    def _seg_calibration_forward_kernel(
+        cur_ptr, roll_ptr, out_ptr,
+        cur_sn, cur_sh, cur_sw, cur_h, cur_w, cur_scale_h, cur_scale_w,
+        roll_sn, roll_sh, roll_sw, roll_h, roll_w, roll_scale_h, roll_scale_w,
+        threshold, SIZE: tl.constexpr, BLOCK: tl.constexpr,
+    ):
+        pid = tl.program_id(0)
+        z, b, i, j, valid = _resized_pair(
+            cur_ptr, roll_ptr, pid, cur_sn, cur_sh, cur_sw, cur_h, cur_w, cur_scale_h, cur_scale_w,
+            roll_sn, roll_sh, roll_sw, roll_h, roll_w, roll_scale_h, roll_scale_w, threshold, SIZE, BLOCK,
+        )
         bce = tl.maximum(z, 0.0) - z * b + tl.log(1.0 + tl.exp(-tl.abs(z)))
         bce = tl.where(valid, bce, 0.0)
         tl.store(out_ptr + pid, -tl.sum(bce, axis=0) / (SIZE * SIZE))
@@ -123,13 +138,10 @@ if TRITON_IMPORT_ERROR is None:
         threshold, SIZE: tl.constexpr, BLOCK: tl.constexpr,
     ):
         pid = tl.program_id(0)
-        offs = tl.arange(0, BLOCK)
-        valid = offs < SIZE * SIZE
-        i = offs // SIZE
-        j = offs % SIZE
-        z = _bilinear_sample(cur_ptr + pid * cur_sn, cur_sh, cur_sw, i, j, valid, cur_scale_h, cur_scale_w, cur_h, cur_w)
-        r = _bilinear_sample(roll_ptr + pid * roll_sn, roll_sh, roll_sw, i, j, valid, roll_scale_h, roll_scale_w, roll_h, roll_w)
-        b = tl.where(r > threshold, 1.0, 0.0)
+        z, b, i, j, valid = _resized_pair(
+            cur_ptr, roll_ptr, pid, cur_sn, cur_sh, cur_sw, cur_h, cur_w, cur_scale_h, cur_scale_w,
+            roll_sn, roll_sh, roll_sw, roll_h, roll_w, roll_scale_h, roll_scale_w, threshold, SIZE, BLOCK,
+        )
         grad_m = tl.load(grad_m_ptr + pid)
         # d m / d z = -(sigmoid(z) - b) / SIZE^2, then through the four bilinear weights.
         dz = tl.where(valid, -(tl.sigmoid(z) - b) * (grad_m / (SIZE * SIZE)), 0.0)
