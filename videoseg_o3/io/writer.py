@@ -27,6 +27,16 @@ def _check_int(name: str, value: int | None, low: int) -> None:
         raise ValueError(f"Invalid {name} ({value!r}): use an int >= {low}, or None for the encoder's default.")
 
 
+
+def _as_rgb_frames(frames: torch.Tensor | np.ndarray) -> np.ndarray:
+    """``frames`` as a host uint8 ``(n, H, W, 3)`` array (n may be 0), or a ValueError naming what is wrong."""
+    if isinstance(frames, torch.Tensor):
+        frames = frames.detach().cpu().numpy()
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"Invalid frames ({frames.shape} {frames.dtype}): expected uint8 of shape (n, H, W, 3).")
+    return frames
+
 class VideoWriter:
     """Streaming encoder: ``with VideoWriter(path, fps) as w: w.write(chunk)`` for chunks of frames.
 
@@ -107,11 +117,7 @@ class VideoWriter:
 
     def write(self, frames: torch.Tensor | np.ndarray) -> None:
         """Append uint8 (n, H, W, 3) RGB frames (tensor on any device, or array); n may be 0."""
-        if isinstance(frames, torch.Tensor):
-            frames = frames.detach().cpu().numpy()
-        frames = np.asarray(frames)
-        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-            raise ValueError(f"Invalid frames ({frames.shape} {frames.dtype}): expected uint8 of shape (n, H, W, 3).")
+        frames = _as_rgb_frames(frames)
         if self._stream is None:
             if frames.shape[0] == 0:
                 return
@@ -184,10 +190,8 @@ def write_video(
     Raises:
         ValueError: bad frames, fps, gop, bframes, crf or codec, naming the value and what is allowed.
     """
-    if isinstance(frames, torch.Tensor):
-        frames = frames.detach().cpu().numpy()
-    frames = np.asarray(frames)
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
+    frames = _as_rgb_frames(frames)
+    if frames.shape[0] == 0:
         raise ValueError(f"Invalid frames ({frames.shape} {frames.dtype}): expected uint8 of shape (T, H, W, 3) with T >= 1.")
     with VideoWriter(path, fps, codec=codec, gop=gop, bframes=bframes, crf=crf, pix_fmt=pix_fmt,
                      container_format=container_format, encoder_options=encoder_options) as writer:
