@@ -336,7 +336,7 @@ def write_predictions(
     The folder is what :func:`evaluate` (and the official scripts) read, so a model's predictions can be
     stored once and scored or packed for a server later.
     """
-    from videoseg_o3.data.masks import write_mask_png
+    from videoseg_o3.output import write_mask_folder
 
     out = Path(out_dir)
     iterator: Iterable[ExpressionRecord] = list(dataset)
@@ -350,7 +350,5 @@ def write_predictions(
         if masks.ndim != 3 or masks.shape[0] != record.num_frames:
             raise ValueError(f"Invalid prediction for video {record.video_id} expression {record.expression_id}: shape {masks.shape}, expected ({record.num_frames}, H, W).")
         folder = safe_join(out, *record.video_id.split("/"), check_component(record.expression_id, "expression id", "the dataset"))
-        for name, mask in zip(record.frame_names, masks):
-            write_mask_png(folder / f"{name}.png", mask)
-            count += 1
+        count += write_mask_folder(folder, masks, record.frame_names)
     return count

@@ -25,18 +25,21 @@ def frame_names(reader: Any) -> list[str]:
     return [f"{i:05d}" for i in range(int(reader.num_frames))]
 
 
-def write_mask_folder(folder: str | Path, masks: torch.Tensor, names: Sequence[str]) -> None:
-    """Write ``masks`` ``(T, H, W) bool`` as ``folder/<name>.png`` (0/255), one per frame."""
+def write_mask_folder(folder: str | Path, masks: torch.Tensor | np.ndarray, names: Sequence[str]) -> int:
+    """Write ``masks`` ``(T, H, W)`` (bool, or nonzero = foreground) as ``folder/<name>.png`` (0/255),
+    one per frame; returns the number of PNGs written."""
     from videoseg_o3.data.masks import write_mask_png
 
-    if masks.ndim != 3 or masks.dtype != torch.bool:
-        raise ValueError(f"Invalid masks ({tuple(masks.shape)}, {masks.dtype}). Expected (T, H, W) bool.")
-    if len(names) != masks.shape[0]:
-        raise ValueError(f"Invalid names: {len(names)} names for {masks.shape[0]} masks.")
+    array = masks.numpy() if isinstance(masks, torch.Tensor) else np.asarray(masks)
+    if array.ndim != 3:
+        raise ValueError(f"Invalid masks shape {array.shape}. Expected (T, H, W).")
+    if len(names) != array.shape[0]:
+        raise ValueError(f"Invalid names: {len(names)} names for {array.shape[0]} masks.")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    for name, mask in zip(names, masks.numpy()):
+    for name, mask in zip(names, array):
         write_mask_png(folder / f"{name}.png", mask)
+    return len(names)
 
 
 def blend(frames: torch.Tensor, masks: torch.Tensor, *, color: tuple[int, int, int] = OVERLAY_COLOR,
