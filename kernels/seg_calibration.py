@@ -1,6 +1,6 @@
 """SEG-aware logit calibration: the mask log-likelihood ``m`` added to log pi([SEG]) in the policy loss.
 
-For each [SEG] (design.md §4): resize the current decoder's keyframe mask logits ``z`` and the
+For each [SEG] (docs/architecture.md#seg-aware-calibration): resize the current decoder's keyframe mask logits ``z`` and the
 rollout's mask logits to ``size x size`` (bilinear, ``align_corners=False``, no antialiasing: what
 ``F.interpolate`` does), binarise the rollout's at a logit threshold, and return
 

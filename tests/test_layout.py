@@ -1,4 +1,4 @@
-"""The package layout contracts of design.md §8."""
+"""The package layout contracts of docs/architecture.md#dependency-direction."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def test_library_never_imports_checkout_packages() -> None:
 
 
 def test_device_name_lives_in_one_module() -> None:
-    """Device checks with a "cuda" literal live only in device.py (style.md); tier names like impl="cuda" are fine."""
+    """Device checks with a "cuda" literal live only in device.py (CONTRIBUTING.md#code-style); tier names like impl="cuda" are fine."""
     import re
 
     pattern = re.compile(r"""(==|!=|device\(|\.to\(|device=|type=)\s*["']cuda""")

@@ -1,4 +1,4 @@
-"""Every numeric tolerance the tests use, in one table (style.md: no scattered literals).
+"""Every numeric tolerance the tests use, in one table (CONTRIBUTING.md#tolerances: no scattered literals).
 
 Keys name what is compared; values are (atol, rtol). Low-precision kernels are held to the
 flash-attention rule instead: error vs an fp32 reference at most ``LOWP_ERROR_FACTOR`` x plain torch's

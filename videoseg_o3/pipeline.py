@@ -1,9 +1,9 @@
 """The user-facing pipeline: a video and a question in, one mask per frame out.
 
 ``VideoSegO3.from_pretrained(CKPT).segment(video, query)`` runs the multi-turn episode of
-design.md §3 with the policy (coarse-to-fine: interval, then keyframe at high resolution), takes
+docs/architecture.md#the-turn-protocol with the policy (coarse-to-fine: interval, then keyframe at high resolution), takes
 the final ``[SEG]`` embedding and lets SAM2 propagate it from the anchor keyframe through the whole
-video (design.md §2). The same object serves the CLI (``videoseg-o3 segment``), the model's
+video (docs/architecture.md#the-model). The same object serves the CLI (``videoseg-o3 segment``), the model's
 benchmark evaluation (``videoseg-o3 eval --ckpt``) and the latency benchmark.
 """
 

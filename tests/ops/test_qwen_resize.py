@@ -9,7 +9,7 @@ from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
 from videoseg_o3.ops.frame_prep import qwen_resize_hw
 
-# Budgets of design.md §3 (low-res, high-res, keyframe) and the processors' own defaults.
+# Budgets of docs/architecture.md#the-turn-protocol (low-res, high-res, keyframe) and the processors' own defaults.
 BUDGETS = [
     (4 * 28 * 28, 32 * 28 * 28),
     (4 * 28 * 28, 128 * 28 * 28),

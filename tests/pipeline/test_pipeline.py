@@ -25,7 +25,7 @@ def test_scripted_select_then_answer_anchors_on_the_selected_keyframe(tiny_pipel
 
     assert result.error is None
     assert result.masks.shape == (8, 40, 56) and result.masks.dtype == torch.bool
-    # design.md §3: the anchor is the last <select>'s keyframe, not the answer's.
+    # docs/architecture.md#the-turn-protocol: the anchor is the last <select>'s keyframe, not the answer's.
     assert result.anchor_frame == 5
     assert [t["action"] for t in result.turns] == ["select", "answer"]
     assert result.turns[0]["interval"] == [2, 6] and result.turns[1]["keyframe"] == 3

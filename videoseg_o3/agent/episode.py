@@ -1,4 +1,4 @@
-"""The episode state machine (design.md §3): observe -> generate -> parse -> fetch frames -> repeat.
+"""The episode state machine (docs/architecture.md#the-turn-protocol): observe -> generate -> parse -> fetch frames -> repeat.
 
 One episode is one dialogue between the policy and a video:
 

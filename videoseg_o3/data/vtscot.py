@@ -1,12 +1,12 @@
 """VTS-CoT (SFT) and RL records built from ground truth, in the released files' field names.
 
-SFT record (reference digest §5.2; ``cot_data_refvos_v3.py`` of the public VideoSEG-O3 code)::
+SFT record (released VideoSEG-O3 code, ``projects/sa2va/datasets/cot_data_refvos_v3.py``)::
 
     {"video_name", "frames", "exp", "anno_id", "sample_frame_indice",
      "cot_trace": [{"start_frame", "end_frame", "key_frame"} per <select>],
      "conversations": [{"from": "system"|"human"|"gpt", "value": str}, ...]}
 
-RL record (digest §5.3; ``projects/open_r1/dataset.py``): each item of the file is a *list* of object
+RL record (released VideoSEG-O3 code, ``projects/open_r1/dataset.py``): each item of the file is a *list* of object
 records of which the first is used: ``[{"video_name", "frames", "exp", "anno_id", "mask_existence"}]``.
 Both carry an extra ``exp_id`` (the expression key in ``meta_expressions.json``), which released readers
 ignore.
@@ -16,7 +16,7 @@ visible, its keyframe the frame where it is largest; a path of 1-3 turns narrows
 (every select's interval contains the true one and its keyframe shows the target). Every sentence of the
 think text is a fact read off the ground truth. Assistant turns are written by
 :func:`videoseg_o3.protocol.format_turn` and human turns by the protocol's observation builders, so the
-records speak exactly the text contract of design.md §3.
+records speak exactly the text contract of docs/architecture.md#the-turn-protocol.
 """
 
 from __future__ import annotations

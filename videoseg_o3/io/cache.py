@@ -1,6 +1,6 @@
 """A bounded least-recently-used cache of decoded frames.
 
-Why bounded: one reader stays open for a whole multi-turn episode (design.md §5) and a long video at
+Why bounded: one reader stays open for a whole multi-turn episode (docs/architecture.md#video-io) and a long video at
 1080p is ~6 MB per RGB frame, so "keep everything ever decoded" can exhaust host or GPU memory on a
 long episode or a dataset pass that reuses readers. Why LRU: the multi-turn protocol revisits recent
 frames (a keyframe shown at low and then at high resolution, overlapping intervals), so the most

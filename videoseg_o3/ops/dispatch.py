@@ -6,7 +6,7 @@ when imported). ``VIDEOSEG_KERNEL_IMPL=auto|torch|c|cuda|triton`` chooses: ``aut
 available for the inputs silently; an explicit request for an unavailable tier raises with the reason.
 
 Why a registry rather than if/else: ``kernels/`` lives outside the installed package and must plug
-its Triton implementations in without the library importing it (design.md §8).
+its Triton implementations in without the library importing it (docs/architecture.md#dependency-direction).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``SegPolicy``: a Qwen-VL model with a ``[SEG]`` token and the 256-d projector (design.md §2)."""
+"""``SegPolicy``: a Qwen-VL model with a ``[SEG]`` token and the 256-d projector (docs/architecture.md#the-model)."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def ensure_seg_token(model: nn.Module, tokenizer: Any) -> int:
 
 
 class SegPolicy(nn.Module):
-    """The policy of design.md §2: Qwen-VL + ``[SEG]`` + projector.
+    """The policy of docs/architecture.md#the-model: Qwen-VL + ``[SEG]`` + projector.
 
     Attributes:
         model: ``Qwen3VLForConditionalGeneration`` or ``Qwen2_5_VLForConditionalGeneration``.

@@ -1,4 +1,4 @@
-"""The text contract of the multi-turn select/answer protocol (design.md §3).
+"""The text contract of the multi-turn select/answer protocol (docs/architecture.md#the-turn-protocol).
 
 - :class:`ProtocolConfig`: frame budgets, pixel caps, turn limit and prompt style (eval/RL presets).
 - :func:`system_prompt`, :func:`initial_observation`, :func:`followup_observation`: the messages,

@@ -1,4 +1,4 @@
-"""Every frame budget, resolution and turn limit of the protocol in one dataclass (design.md §3)."""
+"""Every frame budget, resolution and turn limit of the protocol in one dataclass (docs/architecture.md#the-turn-protocol)."""
 
 from __future__ import annotations
 

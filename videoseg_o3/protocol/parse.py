@@ -1,4 +1,4 @@
-"""Parse and write one assistant turn of the select/answer protocol (design.md §3).
+"""Parse and write one assistant turn of the select/answer protocol (docs/architecture.md#the-turn-protocol).
 
 A turn is text of this shape; the tag names and the JSON keys are a compatibility contract with the
 released VideoSEG-O3 checkpoints::

@@ -1,6 +1,6 @@
 """SAM2 prompted by the policy's [SEG] embedding: single-frame decoding and video propagation.
 
-Two paths share one set of SAM2 weights (design.md §2):
+Two paths share one set of SAM2 weights (docs/architecture.md#the-model):
 
 - **Single frame, no memory** (:meth:`Sam2Segmenter.decode_frames`, used in training and RL): image
   features + ``no_mem_embed`` (as sam2's image predictor does), the prompt encoder run with one padding
@@ -119,7 +119,7 @@ class Sam2Segmenter(torch.nn.Module):
     """SAM2 with [SEG]-embedding prompts. Build with :meth:`from_config` or :meth:`from_pretrained`.
 
     Trainable: ``sam.sam_prompt_encoder`` and ``sam.sam_mask_decoder``. Frozen (``requires_grad=False``):
-    the image encoder and the memory modules (design.md §2).
+    the image encoder and the memory modules (docs/architecture.md#the-model).
 
     Attributes:
         config: the :class:`SegmenterConfig` it was built from.
