@@ -9,7 +9,7 @@ Two modes with the same interface and the same token stream:
   go through the vision encoder. The model's cached ``rope_deltas`` is then set to the full
   dialogue's, because transformers reads it in any later step that does not pass positions.
   Why not let the model compute positions: with a non-empty cache it gives new image tokens 1-D
-  text positions (silently wrong logits; docs/architecture.md#measured-traps: 0.17 max error on
+  text positions (silently wrong logits; docs/architecture.md#measured-traps: ~0.1 max error on
   Qwen3-VL).
 - ``"reencode"``: the reference behaviour: each prompt prefill runs the whole dialogue from
   scratch (all images re-encoded, fresh cache); decoding then extends that fresh cache.
