@@ -32,6 +32,7 @@ def tiny(seed: int, score_bias: float | None = None, **overrides) -> Sam2Segment
 
 
 # -- object-score gating (released code removes sam2's torch.where(object_score_logits > 0, ...)) -----
+@pytest.mark.slow
 def test_masks_survive_an_object_score_head_forced_low():
     """Guards: no object-score gating in the single-frame path, the anchor and propagated frames.
 
@@ -119,6 +120,7 @@ def test_logits_are_upsampled_in_two_bilinear_steps():
     assert (out.logits() - one_step).abs().max() > 1e-2, "two steps must differ from one for this test to bite"
 
 
+@pytest.mark.slow
 def test_propagate_equals_sam2_propagate_in_video():
     """Guards: ``Sam2Segmenter.propagate`` (chunked frames, pruned state, our walk, our upsampling) gives
     the masks of sam2's own ``init_state`` + ``propagate_in_video`` on the same model and prompts.
@@ -128,7 +130,7 @@ def test_propagate_equals_sam2_propagate_in_video():
     """
     model = tiny(seed=9, encode_chunk_size=1)
     sam = model.sam
-    video, emb, anchor = frames(5, 34), embeddings(1, 34), 2
+    video, emb, anchor = frames(4, 34), embeddings(1, 34), 2
     ours = model.propagate(video, emb[0], anchor)
 
     with torch.inference_mode():
@@ -148,8 +150,8 @@ def test_propagate_equals_sam2_propagate_in_video():
             for t, _, square in sam.propagate_in_video(state, start_frame_idx=anchor, reverse=reverse):
                 logits = F.interpolate(square.float(), size=(H, W), mode="bilinear", align_corners=False)
                 theirs[t] = logits[0, 0] > 0
-    assert sorted(theirs) == list(range(5))
-    for t in range(5):
+    assert sorted(theirs) == list(range(4))
+    for t in range(4):
         assert torch.equal(ours[t], theirs[t]), f"frame {t}: {(ours[t] != theirs[t]).sum()} pixels differ"
     assert ours.any() and not ours.all()
 

@@ -31,6 +31,10 @@ class ProtocolConfig:
     The defaults are the released evaluation protocol (``ProtocolConfig.preset("eval")``);
     ``ProtocolConfig.preset("rl")`` gives the smaller budgets of the GRPO rollouts. Pixel caps are
     total pixels per image (width x height) after an aspect-preserving resize.
+
+    ``turn0_sizing``, ``followup_sizing`` and ``vtg_json`` left at None are resolved from ``prompt_style``
+    and ``template_variant`` when the config is built (and stored resolved, so ``to_dict`` says what is
+    used); ``dataclasses.replace(cfg, prompt_style=...)`` keeps the resolved values: set them too.
     """
 
     turn0_temporal_frames: int = field(
