@@ -176,3 +176,16 @@ def test_config_round_trips_with_the_resolved_rules() -> None:
     rl = ProtocolConfig.preset("rl")
     assert (rl.turn0_sizing, rl.followup_sizing, rl.turn0_show_all_margin, rl.select_requires_vtg) == \
         ("qwen_vl_utils", "pixel_limit", 1, True)
+
+
+@pytest.mark.parametrize("hw,expected", [
+    ((720, 1280), (728, 1288)),   # round(25.7) = 26, round(45.7) = 46 sides of 28; within 4..16384 tokens
+    ((10, 500), (28, 504)),       # qwen-vl-utils keeps a side >= 28 on the first rounding (transformers: 28 x 420)
+    ((336, 597), (336, 588)),     # the released 16:9 spatial frame: 597 / 28 = 21.3 -> 588
+    ((14, 14), (56, 56)),         # 28 x 28 < 4 tokens: beta = sqrt(3136 / 196) = 4, ceil(56 / 28) * 28
+])
+def test_qwen_vl_utils_rule_hand_worked(hw: tuple[int, int], expected: tuple[int, int]) -> None:
+    """Guards ``ops.frame_prep.qwen_vl_utils_resize_hw`` against qwen-vl-utils 0.0.14's smart_resize, by hand."""
+    from videoseg_o3.ops.frame_prep import qwen_vl_utils_resize_hw
+
+    assert qwen_vl_utils_resize_hw(*hw) == expected
