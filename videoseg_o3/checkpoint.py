@@ -108,7 +108,8 @@ def read_checkpoint_config(path: str | Path) -> CheckpointConfig:
         vision = record.get("vision_config") or {}
         family = "qwen3_vl" if ("deepstack_visual_indexes" in vision or "qwen3" in str(record.get("model_type", ""))) \
             else "qwen2_5_vl"
-        return CheckpointConfig(family=family, segmenter=SegmenterConfig(model_config="sam2_hiera_l", image_size=1024),
+        # The released model exactly: reference SAM2 preprocessing and bf16, the released prompts and budgets.
+        return CheckpointConfig(family=family, segmenter=SegmenterConfig.released(),
                                 protocol=ProtocolConfig.preset("eval"), generation=GenerationConfig())
     config_file = path / CONFIG_FILE
     if not config_file.is_file():

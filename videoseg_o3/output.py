@@ -51,10 +51,18 @@ def blend(frames: torch.Tensor, masks: torch.Tensor, *, color: tuple[int, int, i
     return out.round().clamp(0, 255).to(torch.uint8)
 
 
+def overlay_size(reader: Any) -> tuple[int, int]:
+    """``(H, W)`` of the overlay video :func:`write_overlay_video` writes for ``reader``: the video's size,
+    rounded up to even sides (4:2:0 video, the format every player reads, needs them)."""
+    height, width = int(reader.height), int(reader.width)
+    return height + height % 2, width + width % 2
+
+
 def write_overlay_video(path: str | Path, reader: Any, masks: torch.Tensor, *, fps: float | None = None) -> None:
     """Encode the video with its masks blended in, reading and blending ``OVERLAY_CHUNK`` frames at a time.
 
-    Odd frame sizes are padded by one pixel (4:2:0 video needs even sides).
+    Odd frame sizes are padded by one pixel, repeating the edge (4:2:0 video needs even sides; see
+    :func:`overlay_size`): the overlay of a 53x37 video is 54x38. Masks are never padded.
     """
     from videoseg_o3.io import VideoWriter
 

@@ -179,9 +179,10 @@ class VideoSegO3:
         embedding = trajectory.final_seg_embedding
         t1 = time.perf_counter()
         if embedding is None:
-            # A policy that never emits [SEG] (a malformed final turn) yields empty masks and says why.
+            # A policy that never emits [SEG] in any turn yields empty masks and says why (a final turn
+            # without one falls back to an earlier turn's, as the released evaluation does).
             masks = torch.zeros(num_frames, height, width, dtype=torch.bool)
-            error = f"the policy's final turn has no [SEG] token (episode stopped: {trajectory.stop_reason})"
+            error = f"no turn of the policy has a [SEG] token (episode stopped: {trajectory.stop_reason})"
         else:
             masks = self.segmenter.propagate(reader, embedding, trajectory.anchor_frame, progress=progress)
         timings["propagation"] = time.perf_counter() - t1

@@ -100,7 +100,9 @@ class Trajectory:
         image_grid_thw: ``(num_images, 3)`` long, every image of the dialogue in order.
         pixel_values: ``(sum(prod(grid)), D)`` float, the images' patches (for re-scoring in training).
         anchor_frame: ``protocol.anchor_frame`` of the turns (where SAM2 is conditioned).
-        final_seg_embedding: ``(256,)`` last ``[SEG]`` of the final turn, None when it has none.
+        final_seg_embedding: ``(256,)`` the last ``[SEG]`` of the whole dialogue: the final turn's, or when
+            it has none the latest earlier turn's (as the released evaluation reads it from the final
+            forward pass over the whole dialogue); None when no turn has one.
         stop_reason: ``"answer"``, ``"invalid"``, ``"empty_interval"``, ``"max_turns"`` or the
             protocol's own word.
         prefill_tokens, decode_tokens: language-model tokens over the episode.
@@ -301,7 +303,7 @@ class _EpisodeRunner:
         stats = self.ctx.stats
         text_ids = [t for t in chosen if t not in self.eos_ids]
         text = self.policy.tokenizer.decode(text_ids, skip_special_tokens=False)
-        parse = self.protocol.parse_turn(text)
+        parse = self.protocol.parse_turn(text, self.cfg)
         clipped = parse.clipped(self.num_frames)
         hidden = torch.stack(seg_hidden) if seg_hidden else torch.zeros(0, self.policy.hidden_size, device=self.policy.device)
         with torch.inference_mode():
@@ -355,7 +357,7 @@ class _EpisodeRunner:
             raise RuntimeError(f"response mask length {len(self.mask)} != dialogue length {ids.numel()}")
         parses = [t.parse for t in self.turns]
         anchor = self.protocol.anchor_frame(parses, self.num_frames, self.cfg)
-        final = self.turns[-1].seg_embedding if self.turns else None
+        final = next((t.seg_embedding for t in reversed(self.turns) if t.seg_embedding is not None), None)
         timings = {stage: sum(t.timings.get(stage, 0.0) for t in self.turns) for stage in STAGES}
         timings["total"] = total_s
         return Trajectory(

@@ -2,9 +2,9 @@
 
 Every image of an observation has its own budget (low-resolution temporal frames, high-resolution
 spatial frames, the keyframe). Each frame's final size is the one the released pipeline ends with:
-first the protocol's aspect-preserving rule (``FrameSpec.target_size``, what the released
-evaluation resizes to), then the processor's rounding to its patch grid
-(``ops.frame_prep.qwen_resize_hw`` with the processor's own pixel bounds). Only that final size is
+first the protocol's size rule (``FrameSpec.policy_size``: the released aspect-preserving pixel limit,
+then, for the released prompt style, qwen-vl-utils' factor-28 rounding), then the processor's rounding
+to its patch grid (``ops.frame_prep.qwen_resize_hw`` with the processor's own pixel bounds). Only that final size is
 resampled to, once, by the project's fused frame preparation (``ops.frame_prep.prepare_frames``:
 antialiased resize + scale + normalise in one pass, C++/CUDA where built), grouped by output size.
 The normalised frames are cut into patches by the image processor's own ``patchify`` (the layout
@@ -51,14 +51,15 @@ def _pixel_bounds(image_processor: Any) -> tuple[int, int]:
 
 
 def policy_image_sizes(height: int, width: int, specs: Sequence[Any], image_processor: Any) -> list[tuple[int, int]]:
-    """Final ``(h, w)`` of each frame: the spec's target size, then the processor's patch-grid rounding."""
+    """Final ``(h, w)`` of each frame: the spec's size rule (``FrameSpec.policy_size``), then the processor's
+    patch-grid rounding. Sizes only: the pixels are resampled once, to the final size."""
     from videoseg_o3.ops.frame_prep import qwen_resize_hw
 
     factor = int(image_processor.patch_size) * int(image_processor.merge_size)
     low, high = _pixel_bounds(image_processor)
     sizes = []
     for spec in specs:
-        w1, h1 = spec.target_size(width, height)
+        w1, h1 = spec.policy_size(width, height)
         sizes.append(qwen_resize_hw(int(h1), int(w1), factor=factor, min_pixels=low, max_pixels=high))
     return sizes
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 from types import ModuleType
@@ -50,16 +51,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_libraries() -> None:
+    """Silence library chatter that says nothing to a user of the command: transformers' notice about
+    ``mean_resizing`` when ``[SEG]`` grows the embeddings, its info logs, and the "Loading weights" bars
+    shown on every checkpoint load. Errors still print. ``VIDEOSEG_DEBUG=1`` keeps everything; the
+    ``TRANSFORMERS_VERBOSITY`` and ``HF_HUB_DISABLE_PROGRESS_BARS`` variables, when set, win.
+    """
+    if os.environ.get("VIDEOSEG_DEBUG") == "1":
+        return
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:  # imported already (e.g. main() called from Python): set it directly
+        from transformers.utils import logging as hf_logging
+
+        if os.environ["TRANSFORMERS_VERBOSITY"] == "error":
+            hf_logging.set_verbosity_error()
+        if os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1":
+            hf_logging.disable_progress_bar()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    quiet_libraries()
     try:
         return int(args._run(args) or 0)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         # Bad input is reported as one clear line, not a traceback; VIDEOSEG_DEBUG=1 shows the trace.
-        import os
-
         if os.environ.get("VIDEOSEG_DEBUG") == "1":
             raise
         print(f"videoseg-o3 {args.command}: error: {exc}", file=sys.stderr)

@@ -60,6 +60,9 @@ def run(args: argparse.Namespace) -> int:
     write_mask_folder(seg_dir / "masks", result.masks, frame_names(reader))
     write_overlay_video(seg_dir / "overlay.mp4", reader, result.masks)
     (seg_dir / "turns.json").write_text(json.dumps({"query": first.expression, **result.to_json()}, indent=2) + "\n")
+    if args.ckpt is None:
+        print("      (the tiny model has random weights: malformed turns and empty or arbitrary masks are expected;"
+              " the demo shows that every stage runs and every file is written)")
     for turn in result.turns:
         print(f"      turn {turn['index']}: {turn['action']}" + (f" ({turn['error']})" if turn["error"] else ""))
     print(f"      anchor frame {result.anchor_frame}; masks, overlay.mp4 and turns.json in {seg_dir}")
@@ -86,6 +89,9 @@ def run(args: argparse.Namespace) -> int:
     scores = evaluate(dataset, predictor, progress=False)
     print(scores.format_table())
     print(f"turns per episode: {predictor.stats()['turns']}")
+    if args.ckpt is None:
+        print("(random weights: these scores are what empty or arbitrary masks get, not a measure of the method;"
+              " pass --ckpt with a trained checkpoint for real numbers)")
     record = {**scores.to_dict(), "model": {"checkpoint": str(ckpt), **predictor.stats()}}
     (out / "results.json").write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {out / 'results.json'}")

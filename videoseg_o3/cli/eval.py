@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from videoseg_o3.data import load_benchmark
-    from videoseg_o3.evaluation import PredictionsDir, evaluate, write_submission
+    from videoseg_o3.evaluation import SUBMISSION_FORMATS, PredictionsDir, evaluate, write_submission
 
     if args.pred is None and args.ckpt is None:
         raise ValueError("Give --pred PRED_DIR (a predictions folder) or --ckpt CKPT_DIR (run a model), or both.")
@@ -60,14 +60,20 @@ def run(args: argparse.Namespace) -> int:
             print(f"wrote {count} predicted masks to {args.pred}")
     predictions = PredictionsDir(args.pred, missing=args.missing) if args.pred is not None else model
     if args.submission:
-        if args.format not in ("mevis", "refytvos"):
-            raise ValueError(f"Invalid --submission for format {args.format}: server zips exist for mevis and refytvos only.")
+        if args.format not in SUBMISSION_FORMATS:
+            raise ValueError(f"Invalid --submission for format {args.format}: server zips exist for "
+                             f"{' and '.join(SUBMISSION_FORMATS)} only.")
         count = write_submission(dataset, predictions, args.submission, format=args.format, progress=args.progress)
         print(f"wrote {count} masks to {args.submission}")
     if not getattr(dataset, "has_ground_truth", all(r.has_masks for r in dataset)):
         if args.submission:
             return 0
-        raise ValueError(f"No ground truth under {args.root} (no mask_dict.json / Annotations): score this split with --submission on the benchmark server.")
+        if args.format in SUBMISSION_FORMATS:
+            raise ValueError(f"No ground truth under {args.root} (no mask_dict.json / Annotations): score this split "
+                             "with --submission on the benchmark server.")
+        raise ValueError(f"No ground truth under {args.root} (no mask_dict.json / Annotations): --format {args.format} "
+                         "is scored locally and needs its ground-truth masks; point --root at a split that has them "
+                         f"(server submission zips exist for {' and '.join(SUBMISSION_FORMATS)} only).")
     result = evaluate(dataset, predictions, progress=args.progress)
     print(result.format_table())
     if isinstance(predictions, PredictionsDir) and predictions.num_missing_frames:

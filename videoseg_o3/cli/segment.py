@@ -32,30 +32,40 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from tqdm import tqdm
-
-    from videoseg_o3.output import frame_names, write_mask_folder, write_overlay_video
+    from videoseg_o3.output import frame_names, overlay_size, write_mask_folder, write_overlay_video
     from videoseg_o3.pipeline import VideoSegO3
 
     if not args.query.strip():
         raise ValueError("Invalid QUERY (''): give the question or expression to segment.")
     if not Path(args.ckpt).is_dir():
         raise FileNotFoundError(f"Checkpoint directory not found: {args.ckpt}. Create a tiny one with `videoseg-o3 init-tiny {args.ckpt}`.")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"Invalid --out ({out}): it is an existing file. Give a directory (created if missing).")
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        raise ValueError(f"Invalid --max-new-tokens ({args.max_new_tokens}): use a positive number.")
+    # Check the video before loading the model (seconds to minutes): a missing or undecodable file fails now.
+    reader = VideoSegO3.open(args.video)
+    check_decodable(reader, args.video)
     pipeline = VideoSegO3.from_pretrained(args.ckpt, device=args.device, mode=args.mode)
     if args.max_new_tokens is not None:
-        if args.max_new_tokens < 1:
-            raise ValueError(f"Invalid --max-new-tokens ({args.max_new_tokens}): use a positive number.")
         pipeline.generation = dataclasses.replace(pipeline.generation, max_new_tokens=args.max_new_tokens)
-    reader = pipeline.open(args.video)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=reader.num_frames, desc="propagating", unit="frame", disable=not args.progress)
+    bar = None
 
     def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:  # opened on the first propagated frame: no bar at all when propagation is skipped
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, desc="propagating", unit="frame", disable=not args.progress)
         bar.update(done - bar.n)
 
-    result = pipeline.segment(reader, args.query, progress=progress)
-    bar.close()
+    try:
+        result = pipeline.segment(reader, args.query, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
     names = frame_names(reader)
     write_mask_folder(out / "masks", result.masks, names)
     record = {"video": str(args.video), "query": args.query, "checkpoint": str(args.ckpt), **result.to_json()}
@@ -63,8 +73,26 @@ def run(args: argparse.Namespace) -> int:
         write_overlay_video(out / "overlay.mp4", reader, result.masks)
         record["overlay"] = "overlay.mp4"
     (out / "turns.json").write_text(json.dumps(record, indent=2) + "\n")
+    if result.error:
+        print(f"propagation skipped: {result.error}; the masks are empty.")
     print(f"{len(result.turns)} turn(s), anchor frame {result.anchor_frame}, "
           f"{record['foreground_frames']}/{reader.num_frames} frames with foreground -> {out}")
-    if result.error:
-        print(f"warning: {result.error}")
+    if args.overlay and overlay_size(reader) != (reader.height, reader.width):
+        h, w = overlay_size(reader)
+        print(f"note: overlay.mp4 is {w}x{h}, the {reader.width}x{reader.height} video padded by one pixel "
+              "(4:2:0 video needs even sides); the masks are at the video's size.")
     return 0
+
+
+def check_decodable(reader, source: object) -> None:
+    """Decode the first frame of ``reader`` (a missing file fails earlier, when it is opened).
+
+    Raises:
+        ValueError: no frames, or the first frame cannot be decoded (the message names the video).
+    """
+    if int(reader.num_frames) < 1:
+        raise ValueError(f"Invalid video ({source}): it has no frames.")
+    try:
+        reader.get_frames([0])
+    except Exception as err:  # decoder errors come in many types; all mean the same to the user
+        raise ValueError(f"Invalid video ({source}): its first frame cannot be decoded ({err}).") from err

@@ -1,7 +1,7 @@
 """Ops with interchangeable implementations (torch reference, C++, CUDA, Triton).
 
 See :mod:`videoseg_o3.ops.dispatch` for the selection rule. Op modules register their tiers on import;
-``prepare_frames``, ``prepare_frames_ref`` and ``qwen_resize_hw`` load :mod:`videoseg_o3.ops.frame_prep`
+``prepare_frames``, ``prepare_frames_ref``, ``qwen_resize_hw`` and ``qwen_vl_utils_resize_hw`` load :mod:`videoseg_o3.ops.frame_prep`
 on first access (it pulls in the compiled extension, which plain dispatcher users do not need).
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 
 from videoseg_o3.ops.dispatch import IMPL_NAMES, dispatch, register_impl, registered, requested_impl, select_impl
 
-_FRAME_PREP = ("prepare_frames", "prepare_frames_ref", "qwen_resize_hw")
+_FRAME_PREP = ("prepare_frames", "prepare_frames_ref", "qwen_resize_hw", "qwen_vl_utils_resize_hw")
 
 
 def __getattr__(name: str) -> Any:

@@ -524,6 +524,51 @@ def qwen_resize_hw(height: int, width: int, *, factor: int = 28, min_pixels: int
     return int(h_bar), int(w_bar)
 
 
+# qwen-vl-utils' image budget for an image item given without min_pixels/max_pixels: factor 28 (its default
+# image_patch_size 14 x spatial merge 2), 4 to 16384 tokens of 28 x 28 pixels.
+QWEN_VL_UTILS_FACTOR = 28
+QWEN_VL_UTILS_MIN_PIXELS = 4 * 28 * 28
+QWEN_VL_UTILS_MAX_PIXELS = 16384 * 28 * 28
+
+
+def qwen_vl_utils_resize_hw(height: int, width: int, *, factor: int = QWEN_VL_UTILS_FACTOR,
+                            min_pixels: int = QWEN_VL_UTILS_MIN_PIXELS,
+                            max_pixels: int = QWEN_VL_UTILS_MAX_PIXELS) -> tuple[int, int]:
+    """The size qwen-vl-utils 0.0.14 (``process_vision_info`` / ``fetch_image`` / ``smart_resize``) gives an
+    image of ``height x width``; the defaults are its budget for images without their own bounds.
+
+    The released VideoSEG-O3 evaluation passes every policy frame through it (factor 28) before the
+    Qwen3-VL processor rounds to its own factor 32, and its RL rollouts size the first-turn frames with it;
+    skipping this step changes the token grid a released checkpoint sees. It differs from
+    :func:`qwen_resize_hw` (transformers' rule) in one place: the first rounding keeps each side at least
+    ``factor``, and the shrinking branch does not. Restated rather than imported so that the library does
+    not depend on qwen-vl-utils (which pulls in a video decoder and an HTTP client).
+
+    Returns:
+        ``(h, w)`` in pixels, multiples of ``factor``.
+    Raises:
+        ValueError: non-positive sizes, ``min_pixels > max_pixels``, or an aspect ratio above 200.
+    """
+    for name, value in (("height", height), ("width", width), ("factor", factor), ("min_pixels", min_pixels), ("max_pixels", max_pixels)):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"Invalid {name} ({value!r}). Supported values are positive ints.")
+    if min_pixels > max_pixels:
+        raise ValueError(f"Invalid pixel budget: min_pixels ({min_pixels}) > max_pixels ({max_pixels}).")
+    if max(height, width) / min(height, width) > 200:
+        raise ValueError(f"Invalid aspect ratio ({height} x {width}): the longer side may be at most 200x the shorter.")
+    h_bar = max(factor, round(height / factor) * factor)
+    w_bar = max(factor, round(width / factor) * factor)
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = math.floor(height / beta / factor) * factor
+        w_bar = math.floor(width / beta / factor) * factor
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return int(h_bar), int(w_bar)
+
+
 __all__ = [
     "COLOR_MATRICES",
     "PIXEL_FORMATS",
@@ -533,5 +578,6 @@ __all__ = [
     "prepare_frames_cuda",
     "prepare_frames_ref",
     "qwen_resize_hw",
+    "qwen_vl_utils_resize_hw",
     "yuv_to_rgb_matrix",
 ]

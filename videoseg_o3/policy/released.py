@@ -148,8 +148,8 @@ def load_released_checkpoint(
     Args:
         path: the local Hugging Face directory (config.json, safetensors weights, tokenizer files).
         family: ``"qwen3_vl"`` / ``"qwen2_5_vl"``; detected from the config when None.
-        segmenter_config: a ``SegmenterConfig`` describing the SAM2 inside (default: Hiera-L at
-            1024 px, the released model's).
+        segmenter_config: a ``SegmenterConfig`` describing the SAM2 inside (default:
+            ``SegmenterConfig.released()``, Hiera-L at 1024 px with the released preprocessing and bf16).
         device, dtype: where and in which dtype the policy lives (default: the default device, the
             checkpoint's dtype).
     Raises:
@@ -230,7 +230,7 @@ def load_released_checkpoint(
     policy = SegPolicy(model, processor, family, projector)
     policy.eval()
 
-    seg_cfg = segmenter_config if segmenter_config is not None else SegmenterConfig(model_config="sam2_hiera_l", image_size=1024)
+    seg_cfg = segmenter_config if segmenter_config is not None else SegmenterConfig.released()
     segmenter = Sam2Segmenter.from_config(seg_cfg, device="cpu")
     load_sam2_weights(segmenter.sam, parts.sam2, source=str(path), model_config=seg_cfg.model_config)
     return policy, segmenter.to(resolve_device(device))

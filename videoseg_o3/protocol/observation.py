@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from videoseg_o3.protocol import templates as T
-from videoseg_o3.protocol.config import ProtocolConfig
+from videoseg_o3.protocol.config import FRAME_SIZING, ProtocolConfig
 from videoseg_o3.protocol.parse import TurnParse
 
 __all__ = [
@@ -49,10 +49,15 @@ class FrameSpec:
     min_pixels: int
     role: str
     """``"temporal"`` (low-resolution overview), ``"spatial"`` (turn-0 high-resolution) or ``"keyframe"``."""
+    sizing: str = "pixel_limit"
+    """Which released rule sizes the frame before the VLM processor (``protocol.config.FRAME_SIZING``);
+    see :meth:`policy_size`."""
 
     def __post_init__(self) -> None:
         if self.role not in FRAME_ROLES:
             raise ValueError(f"Invalid role ({self.role}). Supported values are {', '.join(FRAME_ROLES)}.")
+        if self.sizing not in FRAME_SIZING:
+            raise ValueError(f"Invalid sizing ({self.sizing}). Supported values are {', '.join(FRAME_SIZING)}.")
         if self.index < 0:
             raise ValueError(f"Invalid index ({self.index}). Frame indices are >= 0.")
         if not 0 < self.min_pixels <= self.max_pixels:
@@ -76,6 +81,29 @@ class FrameSpec:
         target = self.min_pixels if pixels < self.min_pixels else self.max_pixels
         ratio = (target / pixels) ** 0.5
         return max(28, int(width * ratio)), max(28, int(height * ratio))
+
+    def policy_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) the frame has when it reaches the VLM processor (which then rounds it to its
+        own patch grid), by this spec's ``sizing`` rule:
+
+        - ``"pixel_limit"``: :meth:`target_size`;
+        - ``"pixel_limit+qwen_vl_utils"``: :meth:`target_size`, then qwen-vl-utils' rule (factor 28,
+          4 to 16384 tokens), as the released evaluation does through ``process_vision_info``;
+        - ``"qwen_vl_utils"``: qwen-vl-utils' rule with factor 28 and this spec's own pixel bounds, as
+          the released RL rollouts size their first-turn frames.
+        """
+        from videoseg_o3.ops.frame_prep import qwen_vl_utils_resize_hw
+
+        if self.sizing == "qwen_vl_utils":
+            if width < 1 or height < 1:
+                raise ValueError(f"Invalid frame size ({width}x{height}). Width and height must be >= 1 pixel.")
+            h, w = qwen_vl_utils_resize_hw(int(height), int(width), min_pixels=self.min_pixels,
+                                           max_pixels=self.max_pixels)
+            return w, h
+        w, h = self.target_size(width, height)
+        if self.sizing == "pixel_limit+qwen_vl_utils":
+            h, w = qwen_vl_utils_resize_hw(int(h), int(w))
+        return w, h
 
 
 @dataclass
@@ -111,13 +139,22 @@ def evenly_spaced(first: int, last: int, count: int) -> list[int]:
 
 
 def turn0_frame_indices(num_frames: int, cfg: ProtocolConfig) -> tuple[list[int], list[int]]:
-    """(temporal, spatial) frame indices of the first user turn for a video of ``num_frames`` frames."""
+    """(temporal, spatial) frame indices of the first user turn for a video of ``num_frames`` frames.
+
+    Every frame when ``num_frames <= count + cfg.turn0_show_all_margin`` (the released RL rollouts show
+    all 6 frames of a 6-frame video for 5 spatial slots), else ``count`` frames spread evenly.
+    """
     _check_num_frames(num_frames)
     last = num_frames - 1
-    return (
-        evenly_spaced(0, last, cfg.turn0_temporal_frames) if cfg.turn0_temporal_frames else [],
-        evenly_spaced(0, last, cfg.turn0_spatial_frames) if cfg.turn0_spatial_frames else [],
-    )
+
+    def pick(count: int) -> list[int]:
+        if not count:
+            return []
+        if num_frames <= count + cfg.turn0_show_all_margin:
+            return list(range(num_frames))
+        return evenly_spaced(0, last, count)
+
+    return pick(cfg.turn0_temporal_frames), pick(cfg.turn0_spatial_frames)
 
 
 def followup_frame_indices(turn: TurnParse, num_frames: int, cfg: ProtocolConfig) -> tuple[list[int], int]:
@@ -183,8 +220,9 @@ def initial_observation(query: str, num_frames: int, cfg: ProtocolConfig) -> Obs
     """
     _check_query(query)
     temporal, spatial = turn0_frame_indices(num_frames, cfg)
-    t_specs = [FrameSpec(i, cfg.turn0_temporal_max_pixels, cfg.min_pixels, "temporal") for i in temporal]
-    s_specs = [FrameSpec(i, cfg.turn0_spatial_max_pixels, cfg.min_pixels, "spatial") for i in spatial]
+    sizing = cfg.turn0_sizing
+    t_specs = [FrameSpec(i, cfg.turn0_temporal_max_pixels, cfg.min_pixels, "temporal", sizing) for i in temporal]
+    s_specs = [FrameSpec(i, cfg.turn0_spatial_max_pixels, cfg.min_pixels, "spatial", sizing) for i in spatial]
     parts: list[str | FrameSpec] = []
     if cfg.prompt_style == "videoseg-o3":
         # Released order: temporal images, their index line, spatial images, their index line, question.
@@ -216,8 +254,9 @@ def followup_observation(query: str, num_frames: int, turn: TurnParse, cfg: Prot
     """
     _check_query(query)
     temporal, keyframe = followup_frame_indices(turn, num_frames, cfg)
-    t_specs = [FrameSpec(i, cfg.followup_temporal_max_pixels, cfg.min_pixels, "temporal") for i in temporal]
-    k_spec = FrameSpec(keyframe, cfg.keyframe_max_pixels, cfg.min_pixels, "keyframe")
+    sizing = cfg.followup_sizing
+    t_specs = [FrameSpec(i, cfg.followup_temporal_max_pixels, cfg.min_pixels, "temporal", sizing) for i in temporal]
+    k_spec = FrameSpec(keyframe, cfg.keyframe_max_pixels, cfg.min_pixels, "keyframe", sizing)
     parts: list[str | FrameSpec] = []
     if cfg.prompt_style == "videoseg-o3":
         parts += [*t_specs, T.VIDEOSEG_O3_FOLLOWUP_TEMPORAL.format(count=len(temporal), indices=_index_list(temporal))]

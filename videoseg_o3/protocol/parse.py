@@ -12,9 +12,13 @@ linear in the input length (every search is a literal ``str.find`` / non-backtra
 only decoded from a bounded slice). It keeps two verdicts apart, because the episode loop and the
 GRPO rewards need different things:
 
-- *usable*: the ``action`` field. It is tolerant where the released code is tolerant (whitespace
-  anywhere, ``<select>{...}</select>`` without ``<VTG>`` as the released system prompt shows it,
-  single-quoted or loosely written JSON, frame indices written as floats or numeric strings).
+- *usable*: the ``action`` field: what the released evaluation would act on. It reads the ``<VTG>``
+  JSON with strict ``json.loads`` (the released evaluation stops the episode when that fails), accepts
+  ``<select>{...}</select>`` without ``<VTG>`` as the released evaluation and system prompt do, and
+  converts indices with ``int()`` as it does (floats truncated, numeric strings read). Two options,
+  taken from a :class:`~videoseg_o3.protocol.ProtocolConfig`: ``vtg_json="tolerant"`` also reads
+  single-quoted or loosely written ``key: number`` payloads (the project's own prompt style uses it), and
+  ``select_requires_vtg`` refuses a select without ``<VTG>`` (the released RL rollouts).
 - *strict*: ``error is None``. Everything the released ``strict_format_cot`` reward checks, plus
   integer JSON values, exactly one action block and no text around the turn. The exact released
   per-turn check is kept as well (``reference_format_ok``) for the ``compat`` reward option.
@@ -26,7 +30,10 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from videoseg_o3.protocol.config import ProtocolConfig
 
 __all__ = [
     "ACTIONS",
@@ -254,11 +261,12 @@ def _index_from_json_value(value: Any) -> tuple[int | None, str | None]:
     return None, None
 
 
-def _decode_vtg(payload: str) -> tuple[dict[str, int | None], bool, bool, list[str]]:
+def _decode_vtg(payload: str, tolerant: bool) -> tuple[dict[str, int | None], bool, bool, list[str]]:
     """Decode a VTG payload.
 
     Returns (values by key, is a JSON object with the three keys, all three are JSON integers, notes).
-    Falls back to loose ``key: number`` pairs when the payload is not a JSON object.
+    With ``tolerant``, falls back to loose ``key: number`` pairs when the payload is not a JSON object;
+    otherwise such a payload yields no values (as ``json.loads`` failing does in the released code).
     """
     values: dict[str, int | None] = dict.fromkeys(VTG_KEYS)
     notes: list[str] = []
@@ -277,7 +285,7 @@ def _decode_vtg(payload: str) -> tuple[dict[str, int | None], bool, bool, list[s
             if note and note not in notes:
                 notes.append(note)
         return values, keys_ok, ints_ok, notes
-    if len(payload) <= MAX_VTG_CHARS:
+    if tolerant and len(payload) <= MAX_VTG_CHARS:
         for m in _LOOSE_PAIR.finditer(payload):
             key, number = m.group(1), m.group(2)
             if values[key] is None:
@@ -309,11 +317,14 @@ def _invalid(error: str) -> TurnParse:
     )
 
 
-def parse_turn(text: str) -> TurnParse:
+def parse_turn(text: str, cfg: ProtocolConfig | None = None) -> TurnParse:
     """Parse one generated assistant turn. Never raises; linear time in ``len(text)``.
 
     Args:
         text: the decoded turn (a trailing ``<|im_end|>`` / ``<|endoftext|>`` is ignored).
+        cfg: supplies ``vtg_json`` and ``select_requires_vtg`` (see the module docstring). None: tolerant
+            JSON, and a select without ``<VTG>`` still counts (the most permissive reading, for scoring
+            text of unknown origin).
 
     Returns:
         A :class:`TurnParse`. ``action`` says what the episode does next; ``error`` is ``None`` only
@@ -323,13 +334,15 @@ def parse_turn(text: str) -> TurnParse:
         return _invalid(f"Invalid turn text of type {type(text).__name__}. Expected str.")
     if len(text) > MAX_TURN_CHARS:
         return _invalid(f"turn is {len(text)} characters long; at most {MAX_TURN_CHARS} are parsed")
+    tolerant = cfg is None or cfg.vtg_json == "tolerant"
+    requires_vtg = cfg is not None and cfg.select_requires_vtg
     try:
-        return _parse(text)
+        return _parse(text, tolerant, requires_vtg)
     except Exception as exc:  # pragma: no cover - a parser bug must not end a training run
         return _invalid(f"internal parser error ({type(exc).__name__}): {exc}")
 
 
-def _parse(text: str) -> TurnParse:
+def _parse(text: str, tolerant: bool, requires_vtg: bool) -> TurnParse:
     errors: list[str] = []
     notes: list[str] = []
 
@@ -374,7 +387,7 @@ def _parse(text: str) -> TurnParse:
         vtg_span = _pair(text, "<VTG>", "</VTG>")
         values: dict[str, int | None] = dict.fromkeys(VTG_KEYS)
         if vtg_span is not None:
-            values, _, _, vtg_notes = _decode_vtg(text[vtg_span[1] : vtg_span[2]])
+            values, _, _, vtg_notes = _decode_vtg(text[vtg_span[1] : vtg_span[2]], tolerant)
             notes.extend(vtg_notes)
         return TurnParse(
             action="invalid",
@@ -394,7 +407,7 @@ def _parse(text: str) -> TurnParse:
     # Inside the action block.
     vtg_span = _pair(text, "<VTG>", "</VTG>", body_start, body_end)
     if vtg_span is not None:
-        values, keys_ok, ints_ok, vtg_notes = _decode_vtg(text[vtg_span[1] : vtg_span[2]])
+        values, keys_ok, ints_ok, vtg_notes = _decode_vtg(text[vtg_span[1] : vtg_span[2]], tolerant)
         notes.extend(vtg_notes)
         if not keys_ok:
             errors.append('<VTG> does not hold a JSON object with the keys "start", "end" and "keyframe"')
@@ -402,11 +415,15 @@ def _parse(text: str) -> TurnParse:
             errors.append("VTG frame indices must be JSON integers")
     else:
         # The released system prompt shows <select>{...}</select> without <VTG>, and the released
-        # evaluation reads the select body as JSON in that case: accept it, but not as strict.
-        values, _, _, vtg_notes = _decode_vtg(text[body_start:body_end].strip())
-        if any(v is not None for v in values.values()):
-            notes.append(f"no <VTG>…</VTG> in <{tag}>; values read from the block body")
-        notes.extend(vtg_notes)
+        # evaluation reads the select body as JSON in that case: accept it, but not as strict. The
+        # released RL rollouts match <select>.*?<VTG>(.*?)</VTG> only (select_requires_vtg).
+        if requires_vtg and tag == "select":
+            values = dict.fromkeys(VTG_KEYS)
+        else:
+            values, _, _, vtg_notes = _decode_vtg(text[body_start:body_end].strip(), tolerant)
+            if any(v is not None for v in values.values()):
+                notes.append(f"no <VTG>…</VTG> in <{tag}>; values read from the block body")
+            notes.extend(vtg_notes)
         errors.append(f"missing <VTG>…</VTG> in <{tag}>")
 
     has_seg = _refseg_holds_seg(text, body_start, body_end)

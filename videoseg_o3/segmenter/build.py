@@ -17,9 +17,10 @@ from videoseg_o3.segmenter.config import SAM2_CONFIG_FILES, SegmenterConfig
 
 # The predictor subclass that injects the [SEG] prompt (see predictor.py).
 PREDICTOR_TARGET = "videoseg_o3.segmenter.predictor.SegPromptVideoPredictor"
-# sam2's video-predictor default for points-prompted frames: the memory encoder sees the thresholded mask,
-# exactly what the user sees, rather than its sigmoid. Pure torch (no compiled sam2 extension needed).
-DEFAULT_OVERRIDES = ("++model.binarize_mask_from_pts_for_mem_enc=true",)
+# The released VideoSEG-O3 model leaves binarize_mask_from_pts_for_mem_enc False (sam2's class default; sam2's
+# own builder turns it on for click prompts): the anchor frame's memory is encoded from the sigmoid of its
+# logits, not from a thresholded mask. Stated explicitly so that a change of sam2's defaults cannot move it.
+DEFAULT_OVERRIDES = ("++model.binarize_mask_from_pts_for_mem_enc=false",)
 # How many mismatching names an error message lists before summarising with a count.
 _MAX_NAMES_IN_ERROR = 6
 

@@ -27,6 +27,7 @@ SAM2_CONFIG_FILES: dict[str, str] = {
 # Hiera downsamples by 32 overall (patch stride 4, three 2x poolings); other sizes misalign its windows.
 IMAGE_SIZE_MULTIPLE = 32
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".safetensors")
+PREPROCESSING = ("fast", "reference")
 
 
 @dataclass
@@ -59,7 +60,21 @@ class SegmenterConfig:
     autocast_bf16: bool = field(
         default=False,
         metadata={"help": "Run SAM2 under bf16 autocast. About 2x faster on GPUs and on CPUs with native "
-                          "bf16, slower on other CPUs."},
+                          "bf16, slower on other CPUs. The released VideoSEG-O3 model runs SAM2 in bf16."},
+    )
+    preprocessing: str = field(
+        default="fast",
+        metadata={"help": "How frames are resized and normalised for SAM2. 'fast': the project's fused frame "
+                          "preparation (antialiased bilinear, on the frames' device). 'reference': exactly the "
+                          "released VideoSEG-O3 code's steps (PIL bicubic resize on the CPU, bf16-rounded "
+                          "ImageNet statistics, bf16 pixels when autocast_bf16 is set); the default for "
+                          "released checkpoints (SegmenterConfig.released())."},
+    )
+    gate_objects: bool = field(
+        default=False,
+        metadata={"help": "Blank a frame's mask where SAM2's object-score logit is <= 0, as stock sam2 does. "
+                          "False (default) is the released VideoSEG-O3 model's behaviour: its code removes "
+                          "that gating everywhere (the head is never trained on [SEG] prompts)."},
     )
     encode_chunk_size: int = field(
         default=16,
@@ -100,14 +115,28 @@ class SegmenterConfig:
                 f"Invalid encode_chunk_size ({self.encode_chunk_size}). Use an integer >= 1 (16 is a good "
                 "default; lower it if propagation runs out of memory)."
             )
-        if not isinstance(self.autocast_bf16, bool):
-            raise ValueError(f"Invalid autocast_bf16 ({self.autocast_bf16}). Supported values are true, false.")
+        if self.preprocessing not in PREPROCESSING:
+            raise ValueError(
+                f"Invalid preprocessing ({self.preprocessing}). Supported values are {', '.join(PREPROCESSING)}."
+            )
+        for name in ("autocast_bf16", "gate_objects"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"Invalid {name} ({getattr(self, name)}). Supported values are true, false.")
         if isinstance(self.hydra_overrides, str) or not all(isinstance(o, str) for o in self.hydra_overrides):
             raise ValueError(
                 f"Invalid hydra_overrides ({self.hydra_overrides!r}). Use a list of strings such as "
                 "['++model.memory_temporal_stride_for_eval=2']."
             )
         self.hydra_overrides = list(self.hydra_overrides)
+
+    @classmethod
+    def released(cls, **overrides: Any) -> "SegmenterConfig":
+        """The released VideoSEG-O3 SAM2 exactly: Hiera-L at 1024 px, 7 memory slots, the reference frame
+        preprocessing and bf16 autocast. ``overrides`` replace single fields (e.g. ``checkpoint``)."""
+        values: dict[str, Any] = dict(model_config="sam2_hiera_l", image_size=1024, num_maskmem=7,
+                                      preprocessing="reference", autocast_bf16=True)
+        values.update(overrides)
+        return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready fields (the layout of ``segmenter.json``)."""

@@ -154,3 +154,25 @@ class ChunkedFrameFeatures:
         """Drop the held chunk (end of propagation)."""
         self._features = None
         self._start = self._stop = 0
+
+
+def prepare_frames_reference(frames: torch.Tensor | np.ndarray, size: int, mean: Sequence[float],
+                             std: Sequence[float]) -> torch.Tensor:
+    """SAM2 input exactly as the released VideoSEG-O3 evaluation prepares it: uint8 ``(n, H, W, 3)`` ->
+    float32 ``(n, 3, size, size)`` on the CPU.
+
+    Each frame is resized to ``size x size`` by PIL's ``Image.resize`` with its default filter (bicubic,
+    aspect ratio not kept), rounded back to uint8 by PIL, divided by 255, and normalised with ``mean`` and
+    ``std`` *rounded to bfloat16*, because the released ``preprocess_image`` builds them as bf16 tensors.
+    The caller casts the result to bf16 to reproduce the released precision. Slower than the fused
+    frame preparation (a PIL round trip per frame on the host); used for released checkpoints so that
+    their masks match the authors' evaluation.
+    """
+    from PIL import Image
+
+    frames = check_uint8_frames(frames, "frames").cpu()
+    resized = [np.asarray(Image.fromarray(frame.numpy()).resize((size, size))) for frame in frames]
+    pixels = torch.from_numpy(np.stack(resized)).permute(0, 3, 1, 2).float() / 255.0
+    mean_t = torch.tensor(mean, dtype=torch.bfloat16).float().view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.bfloat16).float().view(1, 3, 1, 1)
+    return (pixels - mean_t) / std_t

@@ -13,6 +13,12 @@ Two paths share one set of SAM2 weights (docs/architecture.md#the-model):
 - **Video** (:meth:`Sam2Segmenter.propagate`): the embedding conditions the anchor frame, SAM2's memory
   carries it forward to the last frame and backward to the first, and the embedding is re-injected as a
   sparse prompt on every propagated frame. Logits are upsampled to the video's size and thresholded at 0.
+
+Both paths follow the released VideoSEG-O3 inference: masks are never blanked by SAM2's object-score head
+(stock sam2 replaces the logits of a frame whose object score is <= 0 by -1024; the released model was
+never trained to score [SEG] prompts, so its code removes that replacement and so does ours, while
+sam2's object-pointer logic is kept), and low-resolution logits reach the output size in two bilinear
+steps, ``S/4 -> S -> H x W`` (see :func:`upsample_logits`).
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from videoseg_o3.segmenter.frames import (
     VideoSource,
     as_video_source,
     check_uint8_frames,
+    prepare_frames_reference,
 )
 from videoseg_o3.segmenter.predictor import (
     FRAME_FEATURES_KEY,
@@ -59,9 +66,18 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 ProgressFn = Callable[[int, int], None]
 
 
-def upsample_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear (align_corners=False, sam2's choice) resize of ``(n, h, w)`` logits to ``(n, H, W)`` float32."""
-    return F.interpolate(logits[:, None].float(), size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+def upsample_logits(logits: torch.Tensor, size: tuple[int, int], *, via: int | None = None) -> torch.Tensor:
+    """Bilinear (align_corners=False, sam2's choice) resize of ``(n, h, w)`` logits to ``(n, H, W)`` float32.
+
+    With ``via`` (SAM2's square input size S) the resize goes through ``(S, S)`` first, as the released
+    VideoSEG-O3 inference does (sam2's video predictor returns logits at its state's video size, which
+    the released code sets to 1024, and the result is then resized to the frame size): two bilinear steps
+    do not equal one, and masks differ along their edges.
+    """
+    out = logits[:, None].float()
+    if via is not None:
+        out = F.interpolate(out, size=(int(via), int(via)), mode="bilinear", align_corners=False)
+    return F.interpolate(out, size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
 
 
 @dataclass
@@ -94,25 +110,31 @@ class SegmenterOutput:
         iou: ``(n,)`` predicted IoU of that mask.
         object_score_logits: ``(n,)`` the object-presence logit (> 0: an object is there).
         frame_size: ``(H, W)`` of the input frames.
+        image_size: SAM2's square input size S; logits are upsampled through ``(S, S)`` (None: one step).
     """
 
     low_res_logits: torch.Tensor
     iou: torch.Tensor
     object_score_logits: torch.Tensor
     frame_size: tuple[int, int]
+    image_size: int | None = None
 
-    def logits(self, size: tuple[int, int] | None = None, *, gate_objects: bool = True) -> torch.Tensor:
-        """``(n, H, W)`` float32 logits at ``size`` (default: the frames' size). With ``gate_objects`` a frame
-        whose object score is <= 0 reads ``NO_OBJECT_LOGIT`` everywhere, as in sam2's video path."""
+    def logits(self, size: tuple[int, int] | None = None, *, gate_objects: bool = False) -> torch.Tensor:
+        """``(n, H, W)`` float32 logits at ``size`` (default: the frames' size), upsampled in two steps
+        through ``image_size`` as the released inference does.
+
+        ``gate_objects=False`` (default) is the released model's behaviour: the object-score head is ignored.
+        ``gate_objects=True`` is stock sam2's: a frame whose object score is <= 0 reads ``NO_OBJECT_LOGIT``.
+        """
         low = self.low_res_logits
         if gate_objects:
             present = (self.object_score_logits > 0)[:, None, None]
             low = torch.where(present, low, torch.full_like(low, NO_OBJECT_LOGIT))
-        return upsample_logits(low, size or self.frame_size)
+        return upsample_logits(low, size or self.frame_size, via=self.image_size)
 
-    def masks(self, size: tuple[int, int] | None = None) -> torch.Tensor:
-        """``(n, H, W)`` bool masks: gated logits > 0."""
-        return self.logits(size) > 0
+    def masks(self, size: tuple[int, int] | None = None, *, gate_objects: bool = False) -> torch.Tensor:
+        """``(n, H, W)`` bool masks: logits > 0 (see :meth:`logits` for ``gate_objects``)."""
+        return self.logits(size, gate_objects=gate_objects) > 0
 
 
 class Sam2Segmenter(torch.nn.Module):
@@ -130,6 +152,7 @@ class Sam2Segmenter(torch.nn.Module):
         super().__init__()
         self.config = config
         self.sam = sam
+        sam.gate_object_masks = config.gate_objects
         sam.requires_grad_(False)
         sam.sam_prompt_encoder.requires_grad_(True)
         sam.sam_mask_decoder.requires_grad_(True)
@@ -217,8 +240,18 @@ class Sam2Segmenter(torch.nn.Module):
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
     def prepare_frames(self, frames: torch.Tensor) -> torch.Tensor:
-        """uint8 ``(n, H, W, 3)`` -> ``(n, 3, S, S)`` float32 on the model's device: resized to SAM2's square
-        input (aspect ratio not kept, like the released model) and ImageNet-normalised."""
+        """uint8 ``(n, H, W, 3)`` -> ``(n, 3, S, S)`` on the model's device: resized to SAM2's square input
+        (aspect ratio not kept, like the released model) and ImageNet-normalised.
+
+        ``config.preprocessing == "fast"``: the project's fused frame preparation (antialiased bilinear,
+        on the frames' device), float32. ``"reference"``: the released code's steps (PIL's default bicubic
+        resize of the uint8 frame on the CPU, then scale and normalise), in bf16 when ``autocast_bf16``
+        is set, as the released model feeds SAM2 (see :func:`prepare_frames_reference`).
+        """
+        if self.config.preprocessing == "reference":
+            dtype = torch.bfloat16 if self.config.autocast_bf16 else torch.float32
+            return prepare_frames_reference(frames, self.image_size, IMAGENET_MEAN, IMAGENET_STD).to(
+                device=self.device, dtype=dtype)
         from videoseg_o3.ops.frame_prep import prepare_frames
 
         frames = frames.to(self.device)
@@ -324,6 +357,7 @@ class Sam2Segmenter(torch.nn.Module):
             iou=multi_iou[rows, best].float(),
             object_score_logits=object_score_logits.reshape(m, -1)[:, 0].float(),
             frame_size=features.frame_size,
+            image_size=self.image_size,
         )
 
     def decode_frames(self, frames: torch.Tensor | np.ndarray, seg_embeddings: torch.Tensor) -> SegmenterOutput:
@@ -392,7 +426,8 @@ class Sam2Segmenter(torch.nn.Module):
             for reverse, start in passes:
                 keep_near = None if reverse else anchor  # the backward pass starts next to the anchor
                 for frame_idx, low_res in self.sam.propagate_object(state, start, reverse=reverse, keep_near=keep_near):
-                    masks[frame_idx] = (upsample_logits(low_res[:, 0], (height, width))[0] > 0).cpu()
+                    logits = upsample_logits(low_res[:, 0], (height, width), via=self.image_size)
+                    masks[frame_idx] = (logits[0] > 0).cpu()
                     done += 1
                     if progress is not None:
                         progress(done, num_frames)

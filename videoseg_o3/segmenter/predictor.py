@@ -15,6 +15,11 @@ changes, and why:
 - **Frames on demand.** :meth:`_get_image_feature` reads features from a :class:`ChunkedFrameFeatures`
   stored in the state instead of sam2's all-frames ``images`` tensor (see frames.py).
 - **Bounded state.** :meth:`propagate_object` prunes per-frame outputs that no later frame can attend to.
+- **No object-score gating of masks.** Stock sam2 replaces the mask logits of a frame whose object-score
+  logit is <= 0 by -1024 (an empty mask, and memory encoded from it). The released VideoSEG-O3 code
+  comments that replacement out in every path (its [SEG] prompts never trained the object-score head), so
+  :meth:`_forward_sam_heads` returns the decoder's raw masks unless ``gate_object_masks`` is set. The
+  object pointer still goes through sam2's occlusion logic (``no_obj_ptr`` mixing), as in the reference.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from sam2.sam2_video_predictor import SAM2VideoPredictor
 
 from videoseg_o3.segmenter.frames import ChunkedFrameFeatures
@@ -108,6 +114,8 @@ class SegPromptVideoPredictor(SAM2VideoPredictor):
         super().__init__(**kwargs)
         # The embedding the prompt-encoder hook appends during the current frame's decode (None: no [SEG]).
         self._active_seg_prompt: torch.Tensor | None = None
+        # True: stock sam2's blanking of masks where the object score is <= 0; False: the released model's.
+        self.gate_object_masks = False
         self.sam_prompt_encoder.register_forward_hook(self._append_seg_prompt)
         # kept so a test can remove it and watch sam2 fail without it
         self.memory_dtype_hook = self.memory_attention.register_forward_pre_hook(
@@ -131,6 +139,41 @@ class SegPromptVideoPredictor(SAM2VideoPredictor):
         return None
 
     # -- sam2 overrides -----------------------------------------------------------------------------
+    def _forward_sam_heads(self, backbone_features, point_inputs=None, mask_inputs=None, high_res_features=None,
+                           multimask_output=False):
+        """sam2's heads, with the mask outputs taken before the object-score gating (see module docstring).
+
+        sam2 computes everything else (object pointer with its occlusion mixing, object score, IoU) from
+        the decoder's outputs independently of the gated masks, so only the four mask outputs are rebuilt
+        here from the decoder's raw logits, with sam2's own upsampling and best-IoU choice.
+        """
+        if self.gate_object_masks or not self.pred_obj_scores:
+            return super()._forward_sam_heads(backbone_features, point_inputs, mask_inputs, high_res_features,
+                                              multimask_output)
+        raw: dict[str, torch.Tensor] = {}
+
+        def keep_raw_masks(module: torch.nn.Module, args: tuple, output: tuple) -> None:
+            raw["low_res_multimasks"] = output[0]
+
+        handle = self.sam_mask_decoder.register_forward_hook(keep_raw_masks)
+        try:
+            (_, _, ious, _, _, obj_ptr, object_score_logits) = super()._forward_sam_heads(
+                backbone_features, point_inputs, mask_inputs, high_res_features, multimask_output)
+        finally:
+            handle.remove()
+        low_res_multimasks = raw["low_res_multimasks"].float()
+        high_res_multimasks = F.interpolate(low_res_multimasks, size=(self.image_size, self.image_size),
+                                            mode="bilinear", align_corners=False)
+        if multimask_output:
+            best = torch.argmax(ious, dim=-1)
+            rows = torch.arange(low_res_multimasks.shape[0], device=low_res_multimasks.device)
+            low_res_masks = low_res_multimasks[rows, best].unsqueeze(1)
+            high_res_masks = high_res_multimasks[rows, best].unsqueeze(1)
+        else:
+            low_res_masks, high_res_masks = low_res_multimasks, high_res_multimasks
+        return (low_res_multimasks, high_res_multimasks, ious, low_res_masks, high_res_masks, obj_ptr,
+                object_score_logits)
+
     def _run_single_frame_inference(self, inference_state, output_dict, frame_idx, batch_size,
                                     is_init_cond_frame, point_inputs, mask_inputs, reverse, run_mem_encoder,
                                     prev_sam_mask_logits=None):
