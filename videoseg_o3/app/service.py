@@ -30,13 +30,12 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TurnsUpdate:
-    """The turns finished so far (records as in ``SegmentResult.turns``) and keyframe thumbnails
-    (keyframe index -> PNG data URI). ``final`` is True for the episode's complete list."""
+    """The turns finished so far (records as in ``SegmentResult.turns``, one more each update) and
+    keyframe thumbnails (keyframe index -> PNG data URI)."""
 
     turns: list[dict[str, Any]]
     num_frames: int
     thumbnails: dict[int, str]
-    final: bool = False
 
 
 @dataclass
@@ -126,10 +125,6 @@ class SegmentService:
         return dict(known)
 
     def _work(self, request: Request, emit: Any) -> None:
-        # Private to the pipeline module, but it is the one definition of a turn record; the cards
-        # streamed mid-episode must match the final records (and turns.json) field for field.
-        from videoseg_o3.pipeline import _turn_record
-
         reader = request.reader
         num_frames = int(reader.num_frames)
         thumbnails: dict[int, str] = {}
@@ -137,23 +132,16 @@ class SegmentService:
         try:
             with self._lock:
                 pipeline = self._pipeline_for(scripted)
-                emitted = 0
+                finished: list[dict[str, Any]] = []
 
-                def observe(turn_index: int, previous: list[Any]) -> str | None:
-                    # Called by the episode before each turn with the turns so far: the hook that
-                    # lets the page show a turn as soon as it is finished.
-                    nonlocal emitted
-                    if len(previous) > emitted:
-                        emitted = len(previous)
-                        records = [_turn_record(t, num_frames) for t in previous]
-                        emit(TurnsUpdate(records, num_frames, self._thumbnails(reader, records, thumbnails)))
-                    return scripted[turn_index] if scripted and turn_index < len(scripted) else None
+                def on_turn(record: dict[str, Any]) -> None:
+                    finished.append(record)
+                    emit(TurnsUpdate(list(finished), num_frames, self._thumbnails(reader, finished, thumbnails)))
 
                 def progress(done: int, total: int) -> None:
                     emit(ProgressUpdate(int(done), int(total)))
 
-                result = pipeline.segment(reader, request.query, progress=progress, forced_turns=observe)
-                emit(TurnsUpdate(result.turns, num_frames, self._thumbnails(reader, result.turns, thumbnails), final=True))
+                result = pipeline.segment(reader, request.query, progress=progress, forced_turns=scripted, on_turn=on_turn)
                 emit(self._write(request, result))
         except BaseException as exc:  # reported on the page by the caller; logged here with its trace
             log.exception("segmentation failed")

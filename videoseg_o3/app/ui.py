@@ -38,6 +38,9 @@ as it finishes: its action, the interval on the video's timeline, the keyframe, 
 """
 
 
+_PENDING_MARK = '<div class="vso3-pending"'
+
+
 def import_gradio() -> Any:
     """``gradio``, or a clear error saying how to install it (it is an optional dependency)."""
     try:
@@ -65,13 +68,18 @@ def make_handler(service: SegmentService) -> Callable[..., Any]:
         cards = cards_html([], num_frames, {}, pending="Reasoning: turn 1…")
         yield message_html("info", [f"Segmenting {num_frames} frames{replay}."]), cards, None, None
         try:
+            propagating = False
             for update in service.run(request):
                 if isinstance(update, TurnsUpdate):
-                    pending = None if update.final else f"Reasoning: turn {len(update.turns) + 1}…"
-                    cards = cards_html(update.turns, update.num_frames, update.thumbnails, pending=pending)
-                    note = "Propagating the mask with SAM2." if update.final else f"{len(update.turns)} turn(s) finished."
-                    yield message_html("info", [note]), cards, None, None
+                    done = len(update.turns)
+                    cards = cards_html(update.turns, update.num_frames, update.thumbnails,
+                                       pending=f"Waiting for turn {done + 1} or the end of the episode…")
+                    yield message_html("info", [f"{done} turn(s) finished."]), cards, None, None
                 elif isinstance(update, ProgressUpdate):
+                    if not propagating:  # the episode is over: its cards are complete
+                        propagating = True
+                        cards = cards.replace(_PENDING_MARK, _PENDING_MARK + ' hidden="hidden"')
+                        yield message_html("info", ["Propagating the mask through the video with SAM2."]), cards, None, None
                     progress((update.done, update.total), desc="Propagating the mask", unit="frames")
                 elif isinstance(update, Finished):
                     files = [str(update.masks_zip), str(update.turns_json)]
