@@ -38,9 +38,6 @@ as it finishes: its action, the interval on the video's timeline, the keyframe, 
 """
 
 
-_PENDING_MARK = '<div class="vso3-pending"'
-
-
 def import_gradio() -> Any:
     """``gradio``, or a clear error saying how to install it (it is an optional dependency)."""
     try:
@@ -65,28 +62,31 @@ def make_handler(service: SegmentService) -> Callable[..., Any]:
             return
         num_frames = int(request.reader.num_frames)
         replay = " (replaying the given turns)" if request.scripted_turns else ""
-        cards = cards_html([], num_frames, {}, pending="Reasoning: turn 1…")
-        yield message_html("info", [f"Segmenting {num_frames} frames{replay}."]), cards, None, None
+        turns: TurnsUpdate = TurnsUpdate([], num_frames, {})
+
+        def cards(pending: str | None = None) -> str:
+            return cards_html(turns.turns, num_frames, turns.thumbnails, pending=pending)
+
+        yield message_html("info", [f"Segmenting {num_frames} frames{replay}."]), cards("Reasoning: turn 1…"), None, None
         try:
             propagating = False
             for update in service.run(request):
                 if isinstance(update, TurnsUpdate):
+                    turns = update
                     done = len(update.turns)
-                    cards = cards_html(update.turns, update.num_frames, update.thumbnails,
-                                       pending=f"Waiting for turn {done + 1} or the end of the episode…")
-                    yield message_html("info", [f"{done} turn(s) finished."]), cards, None, None
+                    yield (message_html("info", [f"{done} turn(s) finished."]),
+                           cards(f"Waiting for turn {done + 1} or the end of the episode…"), None, None)
                 elif isinstance(update, ProgressUpdate):
                     if not propagating:  # the episode is over: its cards are complete
                         propagating = True
-                        cards = cards.replace(_PENDING_MARK, _PENDING_MARK + ' hidden="hidden"')
-                        yield message_html("info", ["Propagating the mask through the video with SAM2."]), cards, None, None
+                        yield message_html("info", ["Propagating the mask through the video with SAM2."]), cards(), None, None
                     progress((update.done, update.total), desc="Propagating the mask", unit="frames")
                 elif isinstance(update, Finished):
                     files = [str(update.masks_zip), str(update.turns_json)]
                     kind = "error" if update.record["error"] else "ok"
-                    yield message_html(kind, summary_lines(update.record)), cards, str(update.overlay), files
+                    yield message_html(kind, summary_lines(update.record)), cards(), str(update.overlay), files
         except Exception as exc:  # the model failed: a message on the page, the trace in the server log
-            yield message_html("error", [f"Segmentation failed: {exc}. The server log has the details."]), cards, None, None
+            yield message_html("error", [f"Segmentation failed: {exc}. The server log has the details."]), cards(), None, None
 
     return segment
 
