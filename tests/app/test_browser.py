@@ -143,6 +143,16 @@ class Page:
         with self.page.expect_response(lambda r: "/upload" in r.url and r.request.method == "POST", timeout=60_000):
             self.page.locator("#video-input input[type=file]").set_input_files(str(path))
 
+    def watch_progress(self) -> None:
+        """Record whether the propagation progress bar ever shows on the overlay panel (it may be
+        up for only a second, so a MutationObserver watches instead of a poll)."""
+        self.page.evaluate(
+            "() => { window.sawProgress = false; new MutationObserver(() => {"
+            " const o = document.querySelector('#overlay');"
+            " if (o && o.innerText.includes('Propagating the mask')) window.sawProgress = true;"
+            " }).observe(document.body, {subtree: true, childList: true, characterData: true}); }"
+        )
+
     def segment(self, query: str, scripted: list[str] | None = None) -> None:
         self.page.locator("#query textarea").fill(query)
         if scripted:
@@ -187,12 +197,15 @@ def test_upload_query_segment_shows_each_turn_then_overlay_and_downloads(server,
     the cards hold real select/answer turns. Guards: one card per turn in turns.json with its
     action, interval (text and timeline band at s/N..(e+1)/N of the width), keyframe thumbnail
     (the uploaded video's own frame), thinking (the turn's <think> block); an overlay the browser
-    can play; downloads whose masks agree with the summary; no request leaves the machine."""
+    can play; a progress bar during propagation; downloads whose masks agree with the summary; no
+    request leaves the machine."""
     visit = Page(browser, server)
     page = visit.page
     visit.upload(clip.path)
+    visit.watch_progress()
     visit.segment(clip.query, clip.turns)
     visit.wait_for_outputs()
+    assert page.evaluate("() => window.sawProgress"), "no propagation progress bar was shown"
 
     record = json.loads(visit.download("turns.json"))
     n = clip.num_frames
@@ -260,6 +273,21 @@ def test_model_choosing_its_own_turn_shows_the_invalid_turn_and_its_reason(serve
     assert card.get_attribute("data-action") == last["action"] == "invalid"
     assert card.locator(".vso3-reason").inner_text() == last["error"]
     assert "No mask:" in visit.page.locator("#status").inner_text()
+    visit.page.close()
+
+
+def test_picking_an_example_fills_video_query_and_reasoning_path(server, browser) -> None:
+    visit = Page(browser, server)
+    example = visit.page.get_by_text(re.compile(r"^test_00000: "))
+    query = example.inner_text().split(": ", 1)[1]
+    example.click()
+    visit.page.wait_for_function(
+        "q => document.querySelector('#query textarea').value === q", arg=query, timeout=60_000)
+    visit.page.wait_for_selector("#video-input video", timeout=60_000)
+    visit.page.get_by_text("Replay a reasoning path").click()
+    scripted = visit.page.locator("#scripted textarea").input_value().splitlines()
+    assert scripted and all(turn.startswith("<think>") for turn in scripted)
+    assert scripted[-1].endswith("</answer>")
     visit.page.close()
 
 
