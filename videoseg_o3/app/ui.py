@@ -5,9 +5,10 @@ path to replay, the Segment button), the results on the right (a message line, o
 as the turns finish, then the overlay video and the downloads). The handler is a generator so the
 page updates while the request runs; the queue runs one request at a time (one model in memory).
 
-Privacy: the server listens on 127.0.0.1 unless told otherwise, Gradio's analytics are off, the
-theme uses the system's fonts (the default theme would fetch web fonts), and uploads and outputs
-live in one temporary folder that :func:`serve` removes when the app stops.
+Privacy: the server listens on 127.0.0.1 unless told otherwise, Gradio's analytics (and its version
+check) are off, the page loads nothing from other hosts (Gradio 6 serves its fonts itself; the
+browser test checks every request), and uploads and outputs live in one temporary folder that
+:func:`serve` removes when the app stops.
 """
 
 from __future__ import annotations
@@ -25,9 +26,6 @@ from videoseg_o3.app.config import AppConfig
 from videoseg_o3.app.examples import Example, generate_examples
 from videoseg_o3.app.inputs import RequestError, check_request
 from videoseg_o3.app.service import Finished, ProgressUpdate, SegmentService, TurnsUpdate
-
-SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "Segoe UI", "Roboto", "Helvetica", "Arial", "sans-serif"]
-MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"]
 
 INTRO = """\
 ## videoseg-o3: reasoning video object segmentation
@@ -155,11 +153,10 @@ def serve(pipeline: Any, config: AppConfig, *, checkpoint: str = "", on_ready: C
         service = SegmentService(pipeline, config, workdir, checkpoint=checkpoint)
         demo = build_blocks(service, examples)
         demo.queue(default_concurrency_limit=1, max_size=32)
-        theme = gr.themes.Default(font=SYSTEM_FONTS, font_mono=MONO_FONTS)
         demo.launch(
             server_name=config.host, server_port=config.port, share=False, inbrowser=False, prevent_thread_lock=True,
             quiet=True, show_error=False, allowed_paths=[str(workdir)], max_file_size=config.max_bytes,
-            ssr_mode=False, enable_monitoring=False, mcp_server=False, theme=theme, css=CSS,
+            ssr_mode=False, enable_monitoring=False, mcp_server=False, css=CSS,
         )
         url = f"http://{config.host}:{demo.server_port}/"
         if on_ready is not None:
