@@ -65,10 +65,15 @@ def make_handler(service: SegmentService) -> Callable[..., Any]:
         def cards(pending: str | None = None) -> str:
             return cards_html(turns.turns, num_frames, turns.thumbnails, pending=pending)
 
-        yield message_html("info", [f"Segmenting {num_frames} frames{replay}."]), cards("Reasoning: turn 1…"), None, None
+        updates = service.run(request)  # from its first step on, the service closes the reader
+        try:
+            yield message_html("info", [f"Segmenting {num_frames} frames{replay}."]), cards("Reasoning: turn 1…"), None, None
+        except GeneratorExit:  # the visitor left before the work started
+            request.reader.close()
+            raise
         try:
             propagating = False
-            for update in service.run(request):
+            for update in updates:
                 if isinstance(update, TurnsUpdate):
                     turns = update
                     done = len(update.turns)
