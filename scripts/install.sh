@@ -42,6 +42,18 @@ elif command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && ! ldconfig -p
 fi
 $PIP "torchcodec==0.17.0" || echo "note: torchcodec did not install; PyAV is used"
 
+echo "== videoseg_o3 install: web demo (gradio) and its browser tests (playwright driving Debian's chromium)"
+$PIP "gradio>=6.0,<7" "playwright>=1.40"
+# The playwright wheel carries its driver; its browser download (`playwright install`) is not run: it
+# needs hosts CI cannot reach. The tests launch the distribution's chromium instead.
+# VIDEOSEG_SYSTEM_PACKAGES=0: leave system packages alone (the browser tests then skip, saying so).
+if [ "${VIDEOSEG_SYSTEM_PACKAGES:-1}" != "0" ] && [ ! -x /usr/bin/chromium ] \
+   && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+  { apt-get update -qq >/dev/null 2>&1 || true; } \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 \
+    || echo "note: chromium not installed (apt-get failed); the browser tests need /usr/bin/chromium"
+fi
+
 echo "== videoseg_o3 install: sam2 1.1.0 (source-only; built without isolation and without its CUDA op)"
 if ! $PY -c "import sam2" 2>/dev/null; then
   SAM2_BUILD_CUDA=0 $PIP --no-build-isolation --no-deps "sam2==1.1.0"

@@ -26,6 +26,9 @@ TOL: dict[str, tuple[float, float]] = {
     # frame prep of a decoded frame given as NV12 vs as FFmpeg's RGB (std 0.5): 3 uint8 levels of chroma
     # upsampling and rounding difference between swscale and the op
     "decoded_nv12_vs_rgb_prep": (3 / 255 / 0.5, 0.0),
+    # the web demo's keyframe thumbnail (decoded by the library's reader, PNG-encoded) vs the same frame
+    # decoded with PyAV directly: same FFmpeg decoder and RGB conversion, lossless PNG (uint8 levels)
+    "app_thumbnail_vs_pyav_u8": (0.0, 0.0),
     # metrics vs hand-computed values
     "metrics": (1e-6, 0.0),
     # KV-reuse logits vs a full re-encode (fp32 tiny models)

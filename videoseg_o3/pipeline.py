@@ -144,6 +144,7 @@ class VideoSegO3:
         *,
         progress: Callable[[int, int], None] | None = None,
         forced_turns: Any = None,
+        on_turn: Callable[[dict[str, Any]], None] | None = None,
     ) -> SegmentResult:
         """Segment the object ``query`` describes in every frame of ``video``.
 
@@ -156,6 +157,8 @@ class VideoSegO3:
             forced_turns: scripted assistant turns (texts, or a callable; see
                 :func:`videoseg_o3.agent.run_episode`) — for demonstrations and tests of a given
                 reasoning path; None lets the policy choose.
+            on_turn: called with each turn's record (as in :attr:`SegmentResult.turns`) as soon as
+                the turn is finished, before propagation starts: a live view of the reasoning.
         Returns:
             a :class:`SegmentResult`; masks ``(T, H, W) bool`` on the CPU at the video's size.
         Raises:
@@ -167,12 +170,32 @@ class VideoSegO3:
             raise ValueError(f"Invalid query ({query!r}): it must be a non-empty string.")
         reader = self.open(video)
         num_frames, height, width = int(reader.num_frames), int(reader.height), int(reader.width)
+        reported = 0
+
+        def report(turns: list[Any]) -> None:
+            nonlocal reported
+            for turn in turns[reported:]:
+                on_turn(_turn_record(turn, num_frames))
+            reported = len(turns)
+
+        scripted = forced_turns
+        if on_turn is not None:
+            # The episode asks for a scripted turn before every turn, with the turns so far: the
+            # one place where a finished turn is visible while the episode still runs.
+            def scripted(turn_index: int, previous: list[Any]) -> str | None:
+                report(previous)
+                if callable(forced_turns):
+                    return forced_turns(turn_index, previous)
+                return forced_turns[turn_index] if forced_turns is not None and turn_index < len(forced_turns) else None
+
         t0 = time.perf_counter()
         with torch.no_grad():
             trajectory = run_episode(
                 self.policy, reader, query, protocol=self.protocol, generation=self.generation, mode=self.mode,
-                forced_turns=forced_turns,
+                forced_turns=scripted,
             )
+        if on_turn is not None:
+            report(trajectory.turns)
         timings = {f"episode_{k}": float(v) for k, v in trajectory.timings.items()}
         timings["episode"] = time.perf_counter() - t0
         error = None

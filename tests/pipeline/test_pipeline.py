@@ -81,3 +81,22 @@ def test_bad_video_is_a_clear_error(tiny_pipeline, tmp_path) -> None:
     bad.write_bytes(b"not a video at all")
     with pytest.raises(VideoDecodeError, match="clip.mp4"):
         tiny_pipeline.segment(bad, "the ball")
+
+
+def test_on_turn_reports_every_turn_before_propagation(tiny_pipeline) -> None:
+    """Guards the live view (the web demo's turn cards): each finished turn is reported once, in
+    order, equal to the final records, and all of them before SAM2 propagation starts."""
+    events: list[tuple[str, object]] = []
+    turns = [format_turn("select", STEPS, "See new segment.", 1, 4, 2), format_turn("answer", STEPS, "Confirmed.", 1, 4, 3)]
+    result = tiny_pipeline.segment(
+        _video(6), "the ball", forced_turns=turns,
+        on_turn=lambda record: events.append(("turn", record)),
+        progress=lambda done, total: events.append(("progress", done)),
+    )
+    kinds = [kind for kind, _ in events]
+    assert kinds == ["turn", "turn"] + ["progress"] * 6
+    assert [record for kind, record in events if kind == "turn"] == result.turns
+    # without scripted turns the policy chooses, and its (single, malformed) turn is still reported
+    seen: list[dict] = []
+    free = tiny_pipeline.segment(_video(4), "the ball", on_turn=seen.append)
+    assert seen == free.turns and len(seen) >= 1
