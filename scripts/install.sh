@@ -49,8 +49,10 @@ $PIP "gradio>=6.0,<7" "playwright>=1.40"
 # VIDEOSEG_SYSTEM_PACKAGES=0: leave system packages alone (the browser tests then skip, saying so).
 if [ "${VIDEOSEG_SYSTEM_PACKAGES:-1}" != "0" ] && [ ! -x /usr/bin/chromium ] \
    && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
-  { apt-get update -qq >/dev/null 2>&1 || true; } \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 \
+  apt-get update -qq >/dev/null 2>&1 || true
+  planned=$(apt-get install -s -y chromium 2>/dev/null | awk '/^Inst /{print $2}' | tr '\n' ' ')
+  echo "apt-get will install $(echo $planned | wc -w) Debian packages for the browser tests (set VIDEOSEG_SYSTEM_PACKAGES=0 to skip): $planned"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 \
     || echo "note: chromium not installed (apt-get failed); the browser tests need /usr/bin/chromium"
 fi
 
