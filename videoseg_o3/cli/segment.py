@@ -22,6 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="Output directory (created).")
     parser.add_argument("--device", default="auto", help="auto, cpu, or a CUDA device such as cuda:0.")
     parser.add_argument("--mode", choices=("kv", "reencode"), default="kv", help="Reuse the KV cache across turns (kv) or re-encode the dialogue each turn.")
+    parser.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), default="torch",
+                        help="Run eager PyTorch, or the exported graphs on ONNX Runtime or TensorRT (python -m export.trt).")
+    parser.add_argument("--export-dir", dest="export_dir", default=None,
+                        help="Directory written by python -m export.trt (default: CKPT/export).")
     parser.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=None, help="Tokens per turn (default: the checkpoint's).")
     parser.add_argument("--no-overlay", dest="overlay", action="store_false", help="Do not write overlay.mp4.")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="Hide the progress bar.")
@@ -41,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("Invalid QUERY (''): give the question or expression to segment.")
     if not Path(args.ckpt).is_dir():
         raise FileNotFoundError(f"Checkpoint directory not found: {args.ckpt}. Create a tiny one with `videoseg-o3 init-tiny {args.ckpt}`.")
-    pipeline = VideoSegO3.from_pretrained(args.ckpt, device=args.device, mode=args.mode)
+    pipeline = VideoSegO3.from_pretrained(args.ckpt, device=args.device, mode=args.mode, backend=args.backend,
+                                          export_dir=args.export_dir)
     if args.max_new_tokens is not None:
         if args.max_new_tokens < 1:
             raise ValueError(f"Invalid --max-new-tokens ({args.max_new_tokens}): use a positive number.")
