@@ -67,7 +67,8 @@ def _decode_step_inputs(dims: dict[str, int], past: int, device: torch.device) -
 
 
 def bench_component(component: str, module: torch.nn.Module, inputs: dict[str, torch.Tensor], onnx_path: Path,
-                    device: torch.device, repeats: int, trt_engine: Path | None) -> dict[str, float]:
+                    device: torch.device, repeats: int, trt_engine: Path | None,
+                    threads: int | None = None) -> dict[str, float]:
     """Median seconds per call for each available path, and speed-ups over eager."""
     from videoseg_o3.runtime.manifest import OrtGraph
 
@@ -77,7 +78,7 @@ def bench_component(component: str, module: torch.nn.Module, inputs: dict[str, t
     rows: dict[str, float] = {}
     with torch.inference_mode():
         rows["eager_s"] = _time(lambda: module(*args), repeats, sync)
-        ort = OrtGraph(onnx_path, device)
+        ort = OrtGraph(onnx_path, device, threads=threads)
         rows["onnxruntime_s"] = _time(lambda: ort(**inputs), repeats, sync)
         if device.type != "cpu":
             compiled = torch.compile(module, mode="max-autotune")
@@ -101,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu or a CUDA device.")
     parser.add_argument("--past", type=int, default=512, help="KV-cache length of the decode step.")
     parser.add_argument("--repeats", type=int, default=30)
-    parser.add_argument("--threads", type=int, default=None, help="torch and ONNX Runtime intra-op threads.")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="Intra-op threads for both torch and ONNX Runtime (default: each library's own default). "
+                             "On a machine shared with other jobs, 1 gives the steadiest comparison.")
     parser.add_argument("--json", default=None, help="Also write the results here.")
     args = parser.parse_args(argv)
     from videoseg_o3.checkpoint import init_tiny_checkpoint, load_checkpoint
@@ -131,14 +134,15 @@ def main(argv: list[str] | None = None) -> int:
                 build_engine(path, engine, component, dims, precision="fp16", timing_cache_path=Path(tmp) / "cache")
             module = module.to(device)
             inputs = {k: v.to(device) for k, v in inputs.items()}
-            results[component] = bench_component(component, module, inputs, path, device, args.repeats, engine)
+            results[component] = bench_component(component, module, inputs, path, device, args.repeats, engine, args.threads)
     print(f"device {results['device']}, torch threads {results['torch_threads']}, TensorRT {results['tensorrt']}")
     print("| graph | eager ms | onnxruntime ms | onnxruntime / eager speed-up | torch.compile speed-up | TensorRT speed-up |")
     print("|---|---|---|---|---|---|")
     for component in ("sam2_seg_decoder", "language_model"):
         r = results[component]
+        extra = [f"{r[k]:.2f}x" if k in r else "-" for k in ("torch_compile_speedup", "tensorrt_speedup")]
         print(f"| {component} | {r['eager_s'] * 1e3:.2f} | {r['onnxruntime_s'] * 1e3:.2f} | {r['onnxruntime_speedup']:.2f}x "
-              f"| {r.get('torch_compile_speedup', float('nan')):.2f}x | {r.get('tensorrt_speedup', float('nan')):.2f}x |")
+              f"| {extra[0]} | {extra[1]} |")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
