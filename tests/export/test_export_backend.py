@@ -76,3 +76,31 @@ def test_unknown_backend_and_missing_export_are_one_line_errors(object_ckpt, tmp
         VideoSegO3.from_pretrained(object_ckpt, device="cpu", backend="openvino")
     with pytest.raises(FileNotFoundError, match="python -m export.trt"):
         VideoSegO3.from_pretrained(object_ckpt, device="cpu", backend="onnxruntime", export_dir=tmp_path)
+
+
+def test_segment_command_runs_the_onnxruntime_backend(object_ckpt, exported, tmp_path) -> None:
+    """``videoseg-o3 segment --backend onnxruntime --export-dir DIR`` writes the same turns as ``--backend torch``."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from videoseg_o3.cli import main
+
+    out_dir, _ = exported
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i, frame in enumerate(_video()[:5].numpy()):
+        Image.fromarray(frame).save(frames / f"{i:05d}.png")
+    records = {}
+    for backend in ("torch", "onnxruntime"):
+        out = tmp_path / backend
+        argv = ["segment", str(frames), "the ball", "--ckpt", str(object_ckpt), "--out", str(out), "--no-progress",
+                "--no-overlay", "--device", "cpu", "--max-new-tokens", "8", "--backend", backend]
+        if backend != "torch":
+            argv += ["--export-dir", str(out_dir)]
+        assert main(argv) == 0
+        records[backend] = json.loads((out / "turns.json").read_text())
+        assert len(list((out / "masks").glob("*.png"))) == 5
+    assert [t["text"] for t in records["onnxruntime"]["turns"]] == [t["text"] for t in records["torch"]["turns"]]
+    assert np.isfinite(records["onnxruntime"]["timings"]["episode"])
