@@ -82,28 +82,29 @@ def build_graph(component: str, segmenter: Any, policy: Any) -> torch.nn.Module:
     elif component == "vision_encoder":
         module = policy_graphs.VisionEncoderGraph(policy.model.model.visual)
     elif component == "language_model":
-        module = policy_graphs.LanguageModelGraph(_export_copy(policy.model), policy.projector)
+        module = policy_graphs.LanguageModelGraph(_eager_attention(policy.model), policy.projector)
     else:
         raise ValueError(f"Invalid component ({component}). Supported values are {', '.join(shapes.COMPONENTS)}.")
     return module.eval()
 
 
-def _export_copy(model: torch.nn.Module) -> torch.nn.Module:
-    """A shallow copy of the HF model whose text config can be switched to eager attention without changing
-    the caller's model (the modules, hence the weights, are shared)."""
+def _eager_attention(model: torch.nn.Module) -> torch.nn.Module:
+    """Switch ``model``'s language model to transformers' eager attention, IN PLACE, and return it.
+
+    The graph then holds a plain matmul-softmax-matmul with the explicit additive mask the wrapper builds
+    (no fused-kernel choice frozen at trace time). The switch goes through a copy of the text config given
+    to the attention layers, so the vision tower's config is untouched. Eager and SDPA attention compute the
+    same values; the export command owns its model, and a caller that keeps using the model gets eager.
+    """
     import copy
 
-    clone = copy.copy(model)
     text = model.model.language_model
     config = copy.deepcopy(text.config)
+    config._attn_implementation = "eager"
+    text.config = config
     for layer in text.layers:
         layer.self_attn.config = config
-    text_clone = copy.copy(text)
-    text_clone.config = config
-    inner = copy.copy(model.model)
-    inner.language_model = text_clone
-    clone.model = inner
-    return clone
+    return model
 
 
 # ------------------------------------------------------------------------------------------ inputs

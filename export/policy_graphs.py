@@ -106,8 +106,9 @@ class LanguageModelGraph(nn.Module):
         self.image_token_id = int(model.config.image_token_id)
         self.num_layers = len(self.text.layers)
         self.num_deepstack = len(getattr(model.config.vision_config, "deepstack_visual_indexes", []) or [])
-        # the exported copy uses the eager attention path: an explicit additive mask, no fused kernel choice
-        self.text.config._attn_implementation = "eager"
+        if self.text.config._attn_implementation != "eager":
+            raise ValueError("Invalid model: switch its language model to eager attention first "
+                             "(export.onnx._eager_attention); the graph relies on the explicit additive mask.")
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, image_embeds: torch.Tensor,
                 deepstack_embeds: torch.Tensor, *past_flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
