@@ -11,12 +11,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.tolerances import MIN_BACKEND_MASK_IOU, tol
 from videoseg_o3.protocol import format_turn
 
 pytestmark = [pytest.mark.export, pytest.mark.slow]
 
 STEPS = ("The ball rolls in the middle.", "It is small and red.", "The query names it.")
-MIN_MASK_IOU = 0.99
 
 
 def _video() -> torch.Tensor:
@@ -51,9 +51,9 @@ def test_teacher_forced_segment_matches_torch(pipelines) -> None:
     assert torch.equal(got.trajectory.input_ids, expected.trajectory.input_ids)
     assert got.anchor_frame == expected.anchor_frame == 5
     torch.testing.assert_close(got.trajectory.final_seg_embedding, expected.trajectory.final_seg_embedding,
-                               atol=1e-4, rtol=1e-3)
+                               **tol("onnx_fp32"))
     assert expected.masks.any(), "the comparison needs foreground (object-score head forced on)"
-    assert _iou(got.masks, expected.masks) >= MIN_MASK_IOU
+    assert _iou(got.masks, expected.masks) >= MIN_BACKEND_MASK_IOU
 
 
 def test_greedy_segment_chooses_the_same_tokens(pipelines) -> None:
@@ -66,7 +66,7 @@ def test_greedy_segment_chooses_the_same_tokens(pipelines) -> None:
     assert len(expected.turns) >= 2 and expected.turns[1]["decode_tokens"] > 0
     assert torch.equal(got.trajectory.input_ids, expected.trajectory.input_ids)
     assert [t["text"] for t in got.turns] == [t["text"] for t in expected.turns]
-    assert _iou(got.masks, expected.masks) >= MIN_MASK_IOU
+    assert _iou(got.masks, expected.masks) >= MIN_BACKEND_MASK_IOU
 
 
 def test_unknown_backend_and_missing_export_are_one_line_errors(object_ckpt, tmp_path) -> None:
