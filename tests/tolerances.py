@@ -54,7 +54,12 @@ TOL: dict[str, tuple[float, float]] = {
     "segmenter_gpu_mask_disagreement": (2e-2, 0.0),
     # ONNX Runtime vs PyTorch (fp32 graphs)
     "onnx_fp32": (1e-4, 1e-3),
+    # a TensorRT fp32 engine vs ONNX Runtime (TF32 tactics may be chosen for convolutions and matmuls)
+    "tensorrt_fp32": (1e-3, 1e-3),
 }
+
+# Binarised masks of two backends running the same model (onnxruntime vs torch, whole propagation)
+MIN_BACKEND_MASK_IOU = 0.99
 
 LOWP_ERROR_FACTOR = 2.0
 

@@ -109,17 +109,30 @@ class VideoSegO3:
         protocol: Any = None,
         generation: Any = None,
         mode: str = "kv",
+        backend: str = "torch",
+        export_dir: str | Path | None = None,
     ) -> "VideoSegO3":
         """Load a checkpoint directory (``videoseg-o3 init-tiny``, training output, or a released
         VideoSEG-O3 Hugging Face directory). ``protocol``/``generation`` override the saved ones.
 
+        ``backend``: ``"torch"`` (eager PyTorch), ``"onnxruntime"`` or ``"tensorrt"`` (the graphs that
+        ``python -m export.trt CKPT --out DIR`` wrote to ``export_dir``, default ``CKPT/export``; see
+        :mod:`videoseg_o3.runtime`). Same API and results on every backend.
+
         Raises:
             FileNotFoundError: the directory or one of its parts is missing (the message names it).
+            ValueError: an unknown backend, or an export directory without the graphs it needs.
         """
         from videoseg_o3.checkpoint import load_checkpoint, read_checkpoint_config
+        from videoseg_o3.runtime import check_backend, load_backend
 
+        check_backend(backend)
         config = read_checkpoint_config(path)
-        policy, segmenter, saved_protocol = load_checkpoint(path, device=resolve_device(device), dtype=dtype)
+        if backend == "torch":
+            policy, segmenter, saved_protocol = load_checkpoint(path, device=resolve_device(device), dtype=dtype)
+        else:
+            policy, segmenter, saved_protocol = load_backend(path, backend, export_dir=export_dir,
+                                                             device=resolve_device(device))
         return cls(
             policy,
             segmenter,

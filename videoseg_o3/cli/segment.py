@@ -22,6 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="Output directory (created).")
     parser.add_argument("--device", default="auto", help="auto, cpu, or a CUDA device such as cuda:0.")
     parser.add_argument("--mode", choices=("kv", "reencode"), default="kv", help="Reuse the KV cache across turns (kv) or re-encode the dialogue each turn.")
+    parser.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), default="torch",
+                        help="Run eager PyTorch, or the exported graphs on ONNX Runtime or TensorRT (python -m export.trt).")
+    parser.add_argument("--export-dir", dest="export_dir", default=None,
+                        help="Directory written by python -m export.trt (default: CKPT/export).")
     parser.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=None, help="Tokens per turn (default: the checkpoint's).")
     parser.add_argument("--no-overlay", dest="overlay", action="store_false", help="Do not write overlay.mp4.")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="Hide the progress bar.")
@@ -47,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     # Check the video before loading the model (seconds to minutes): a missing or undecodable file fails now.
     reader = VideoSegO3.open(args.video)
     check_decodable(reader, args.video)
-    pipeline = VideoSegO3.from_pretrained(args.ckpt, device=args.device, mode=args.mode)
+    pipeline = VideoSegO3.from_pretrained(args.ckpt, device=args.device, mode=args.mode, backend=args.backend,
+                                          export_dir=args.export_dir)
     if args.max_new_tokens is not None:
         pipeline.generation = dataclasses.replace(pipeline.generation, max_new_tokens=args.max_new_tokens)
     out.mkdir(parents=True, exist_ok=True)
