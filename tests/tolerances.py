@@ -56,6 +56,8 @@ TOL: dict[str, tuple[float, float]] = {
     # SFT images (Qwen-normalised, std 0.5) from the frame prep vs the Qwen processor given PIL-resized
     # frames: mean |difference| (atol only) from the two resize filters; a swapped image pair is ~0.5
     "sft_image_order_mean_abs": (5e-2, 0.0),
+    # logits of a LoRA-adapted model vs the same model with the adapters merged into the weights (fp32)
+    "lora_merge": (1e-5, 1e-4),
 }
 
 LOWP_ERROR_FACTOR = 2.0

@@ -162,6 +162,8 @@ class SftExample:
     gt_masks: torch.Tensor
     seg_pairs: torch.Tensor
     source: str = ""
+    frame_keys: list[str] = field(default_factory=list)
+    """One key per ``mask_frames`` entry (folder, video, frame): frozen SAM2 features can be cached by it."""
 
     @property
     def num_label_tokens(self) -> int:
@@ -301,6 +303,7 @@ def encode_sft_record(
         gt_masks=gt,
         seg_pairs=torch.tensor(pairs, dtype=torch.long).reshape(-1, 2),
         source=source,
+        frame_keys=[f"{folder.root}/{record['video_name']}/{i}" for i in mask_frames],
     )
 
 
