@@ -162,7 +162,6 @@ class GRPOConfig(TrainConfig):
     per_device_train_batch_size: int = field(
         default=4, metadata={"help": "Rollouts per micro-batch, a multiple of num_generations (groups are never split)."}
     )
-    prompts_per_step: int = field(default=1, metadata={"help": "Prompts per optimizer step on this process (reference 1 per GPU)."})
     num_generations: int = field(default=4, metadata={"help": "Rollouts per prompt, G (reference 4)."})
     max_completion_length: int = field(default=48, metadata={"help": "New tokens per assistant turn (reference 512)."})
     max_turns: int = field(default=3, metadata={"help": "Assistant turns per episode (reference 3)."})
@@ -201,7 +200,7 @@ class GRPOConfig(TrainConfig):
         _choice(self, "loss_impl", ("eager", "chunked", "triton"))
         _choice(self, "reward_mode", ("intended", "compat"))
         _choice(self, "logprob_mode", ("fp32", "compat"))
-        for name in ("num_generations", "num_iterations", "max_completion_length", "max_turns", "prompts_per_step"):
+        for name in ("num_generations", "num_iterations", "max_completion_length", "max_turns"):
             _at_least(self, name, 1)
         if self.per_device_train_batch_size % self.num_generations:
             raise ValueError(
