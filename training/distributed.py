@@ -5,9 +5,8 @@ what ``DistributedDataParallel`` does; the averaging is written out (one ``all_r
 after the micro-batches of a step) rather than through the DDP wrapper because a training step calls the
 policy in pieces (the language model, the LM head at labelled positions only, the projector, SAM2's
 decoder, and the rollout loop outside any ``forward``), which DDP's forward-bound hooks cannot follow. On
-GPUs :func:`shard_policy` applies FSDP2's ``fully_shard`` to each decoder layer and the language model, so
-parameters, gradients and optimizer state are split across ranks (NCCL); gradients then need no extra
-averaging. With one process everything here is a no-op.
+GPUs the same averaging runs over NCCL (every rank holds the whole model: no parameter sharding yet). With
+one process everything here is a no-op.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from typing import Any, Iterable
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "all_reduce_mean", "average_gradients", "barrier", "init_distributed", "shard_policy"]
+__all__ = ["DistInfo", "all_reduce_mean", "average_gradients", "barrier", "init_distributed"]
 
 
 @dataclass
@@ -77,19 +76,3 @@ def all_reduce_mean(value: float, info: DistInfo) -> float:
     tensor = torch.tensor([float(value)], dtype=torch.float64)
     dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return float(tensor.item()) / info.world_size
-
-
-def shard_policy(policy: Any, info: DistInfo) -> bool:
-    """FSDP2 on GPUs: ``fully_shard`` each decoder layer, then the language model. Returns True when sharded.
-
-    Gradients of sharded parameters are reduced by FSDP itself; :func:`average_gradients` must then skip them.
-    """
-    if not info.enabled or info.backend != "nccl":
-        return False
-    from torch.distributed.fsdp import fully_shard
-
-    language_model = policy.model.model.language_model
-    for layer in language_model.layers:
-        fully_shard(layer)
-    fully_shard(language_model)
-    return True
