@@ -201,6 +201,14 @@ class GRPOLossConfig:
         if self.max_segs is not None and self.max_segs < 0:
             raise ValueError(f"Invalid max_segs ({self.max_segs}). Use None (every [SEG]) or an int >= 0.")
 
+    @classmethod
+    def reference_compat(cls, **overrides: Any) -> "GRPOLossConfig":
+        """The released trainer's choices: log-probs at temperature 1 from bf16 logits, the rollout mask
+        binarised at logit 0.5, at most 3 [SEG] per rollout (its ``MAX_OBJS``); everything else as default."""
+        values: dict[str, Any] = dict(temperature=1.0, logprob_dtype="bfloat16", compat_threshold=0.5, max_segs=3)
+        values.update(overrides)
+        return cls(**values)
+
     def resolved_impl(self, hidden: torch.Tensor) -> str:
         """The loss path ``auto`` stands for on this tensor: triton on an accelerator, else chunked
         (never the slow CPU interpreter, which only an explicit ``triton`` runs)."""
