@@ -211,8 +211,17 @@ class GRPOConfig(TrainConfig):
         if self.temperature <= 0 or not 0 < self.top_p <= 1:
             raise ValueError(f"Invalid sampling (temperature={self.temperature}, top_p={self.top_p}). Set --temperature > 0 "
                              "and --top_p in (0, 1].")
-        if self.reward_weights and len(self.reward_weights) != len(self.reward_funcs or self.reward_weights):
-            raise ValueError(f"Invalid reward_weights ({self.reward_weights}): give one weight per reward in --reward_funcs.")
+        if self.reward_weights and len(self.reward_weights) != len(self.reward_funcs):
+            raise ValueError(f"Invalid reward_weights ({self.reward_weights}): give one weight per reward named in "
+                             f"--reward_funcs ({len(self.reward_funcs)} named).")
+        if self.reward_funcs:
+            from videoseg_o3.rewards import DEFAULT_REWARD_WEIGHTS, registered_rewards
+
+            known = set(registered_rewards())
+            unknown = [name for name in self.reward_funcs if name not in known]
+            if unknown:
+                raise ValueError(f"Invalid reward_funcs ({', '.join(unknown)}). Supported values are "
+                                 f"{', '.join(sorted(known))} (the recipe: {', '.join(DEFAULT_REWARD_WEIGHTS)}).")
 
     def protocol(self) -> Any:
         return dataclasses.replace(super().protocol(), max_turns=self.max_turns)
