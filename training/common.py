@@ -56,7 +56,8 @@ def data_folders(config: Any) -> list[Any]:
     if not (root / "synth_info.json").is_file():
         cfg = SynthConfig(frames=tuple(config.synthetic_frames), size=tuple(config.synthetic_size), objects=(2, 3),
                           turn_weights=(1.0, 2.0, 1.0))
-        generate_split(root, config.synthetic_videos, seed=config.seed, split="train", cfg=cfg)
+        generate_split(root, config.synthetic_videos, seed=config.seed, split="train", cfg=cfg,
+                       protocol=config.protocol())
     return [DataFolder(root)]
 
 
