@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from pathlib import Path
@@ -14,6 +15,7 @@ __all__ = [
     "TINY_SEGMENTER",
     "build_optimizer",
     "data_folders",
+    "example_index",
     "load_start_models",
     "lr_factor",
     "prepare_output_dir",
@@ -79,6 +81,18 @@ def load_start_models(config: Any, device: torch.device) -> tuple[Any, Any, Any]
         torch.manual_seed(0)
         segmenter = Sam2Segmenter.from_config(SegmenterConfig(**TINY_SEGMENTER), device="cpu")
     return policy.to(device), segmenter.to(device), GenerationConfig(max_new_tokens=32)
+
+
+@functools.lru_cache(maxsize=4)
+def _permutation(num_examples: int, seed: int, epoch: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(num_examples)
+
+
+def example_index(position: int, num_examples: int, seed: int) -> int:
+    """Dataset index at global sample ``position``: a fresh permutation per epoch, seeded by (seed, epoch), so the
+    data order is a pure function of the position (what a resumed run restores)."""
+    epoch, offset = divmod(position, num_examples)
+    return int(_permutation(num_examples, seed, epoch)[offset])
 
 
 def set_trainable(module: torch.nn.Module, flag: bool) -> None:

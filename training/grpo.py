@@ -118,7 +118,8 @@ def set_grpo_trainable(policy: Any, segmenter: Any, config: GRPOConfig) -> None:
 def train(config: GRPOConfig, *, on_step: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run GRPO as ``config`` says; returns ``{"final": path, "steps": n, "last": metrics}``."""
     from training import checkpointing
-    from training.common import build_optimizer, data_folders, load_start_models, prepare_output_dir, seed_everything
+    from training.common import (build_optimizer, data_folders, example_index, load_start_models,
+                                 prepare_output_dir, seed_everything)
     from training.data import load_rl_prompts
     from training.distributed import all_reduce_mean, average_gradients, barrier, init_distributed
     from training.logging import RunLogger
@@ -177,9 +178,7 @@ def train(config: GRPOConfig, *, on_step: Callable[[int, dict[str, Any]], None] 
         t_step = time.perf_counter()
         chosen = []
         for _ in range(prompts_per_step):
-            position = samples_seen + info.rank
-            epoch, offset = divmod(position, len(prompts))
-            chosen.append(prompts[int(np.random.default_rng([config.seed, epoch]).permutation(len(prompts))[offset])])
+            chosen.append(prompts[example_index(samples_seen + info.rank, len(prompts), config.seed)])
             samples_seen += info.world_size
         rollout_inputs = [rollout_prompt(p) for p in chosen]
         try:

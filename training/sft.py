@@ -146,21 +146,14 @@ def total_steps(config: SFTConfig, num_examples: int, world_size: int) -> int:
     return max(1, math.ceil(config.num_train_epochs * num_examples / per_step))
 
 
-def example_index(position: int, num_examples: int, seed: int) -> int:
-    """Dataset index at global sample ``position``: a fresh permutation per epoch, seeded by (seed, epoch)."""
-    import numpy as np
-
-    epoch, offset = divmod(position, num_examples)
-    return int(np.random.default_rng([seed, epoch]).permutation(num_examples)[offset])
-
-
 def train(config: SFTConfig, *, on_step: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run SFT as ``config`` says; returns ``{"final": path, "steps": n, "last": metrics}``.
 
     ``on_step(step, metrics)`` is called after every optimizer step (and after its checkpoint is saved).
     """
     from training import checkpointing
-    from training.common import build_optimizer, data_folders, load_start_models, prepare_output_dir, seed_everything
+    from training.common import (build_optimizer, data_folders, example_index, load_start_models,
+                                 prepare_output_dir, seed_everything)
     from training.data import SftDataset
     from training.distributed import all_reduce_mean, average_gradients, barrier, init_distributed
     from training.logging import RunLogger
