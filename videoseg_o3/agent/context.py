@@ -363,8 +363,10 @@ class BatchedDecoder:
         batch = len(ctxs)
         ids = torch.tensor(tokens, dtype=torch.long, device=device)[:, None]
         # text after the last image: position = unpadded index + the row's own rope delta, on all three rows
-        pos = torch.tensor([len(c) + int(c.rope_deltas.reshape(())) for c in ctxs], device=device)
-        pos = pos.view(1, batch, 1).expand(3, batch, 1)
+        # (the deltas stay on the device: reading them back would stall a GPU once per row and token)
+        lengths = torch.tensor([len(c) for c in ctxs], device=device)
+        deltas = torch.stack([c.rope_deltas.reshape(()).to(device) for c in ctxs])
+        pos = (lengths + deltas).view(1, batch, 1).expand(3, batch, 1)
         mask = torch.cat([self.mask, torch.ones(batch, 1, dtype=self.mask.dtype, device=device)], dim=1)
         synchronize(device)
         t0 = time.perf_counter()
