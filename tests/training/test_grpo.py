@@ -93,3 +93,44 @@ def test_grpo_run_on_scripted_rollouts(tmp_path, monkeypatch) -> None:
     sam, sam0 = segmenter.sam.state_dict(), start_seg.sam.state_dict()
     assert all(torch.equal(sam[k], sam0[k]) for k in sam if k.startswith("image_encoder."))
     assert [p.name for p in plot_run(run)] == ["loss.png", "reward.png"]
+
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.slow
+def test_grpo_exact_resume(tmp_path, monkeypatch) -> None:
+    """Guards GRPO resumption: rollout seeds and prompt order follow the step, so a run killed after step 1 and
+    resumed gives step 2's rewards and loss bit for bit equal to the uninterrupted run's."""
+    import training.rollout as rollout
+    from training.grpo import train
+
+    real_collect = rollout.collect_rollouts
+
+    def scripted(policy, segmenter, prompts, **kwargs):
+        kwargs["forced_turns"] = rollout.scripted_turns(prompts[0].num_frames, kwargs["group_size"])
+        batch = real_collect(policy, segmenter, prompts, **kwargs)
+        batch.advantages = torch.linspace(-1.0, 1.0, len(batch))
+        return batch
+
+    monkeypatch.setattr(rollout, "collect_rollouts", scripted)
+
+    def config(out: str, **changes) -> GRPOConfig:
+        return GRPOConfig(output_dir=out, synthetic_videos=1, synthetic_frames=[6, 6], synthetic_size=[40, 48],
+                          max_steps=2, max_completion_length=8, learning_rate=1e-3, progress=False, save_steps=1,
+                          **changes)
+
+    full: dict[int, dict] = {}
+    train(config(str(tmp_path / "a")), on_step=lambda step, m: full.__setitem__(step, m))
+
+    def kill(step: int, metrics: dict) -> None:
+        raise _Killed
+
+    with pytest.raises(_Killed):
+        train(config(str(tmp_path / "b")), on_step=kill)
+    resumed: dict[int, dict] = {}
+    train(config(str(tmp_path / "b"), resume=True), on_step=lambda step, m: resumed.__setitem__(step, m))
+    assert list(resumed) == [2]
+    for key in ("loss", "reward/total", "pg_loss", "kl", "grad_norm"):
+        assert resumed[2][key] == full[2][key], key
