@@ -154,8 +154,8 @@ class GRPOLossConfig:
     )
     logprob_dtype: str = field(
         default="float32",
-        metadata={"help": "float32, or bfloat16 (the released code's bf16 logits: hidden states and LM head cast to "
-                          "bf16 before the LM-head product; the softmax itself still accumulates in fp32)."},
+        metadata={"help": "float32 (fp32 logits), or bfloat16 (the released code's bf16 logits: hidden states and LM "
+                          "head cast to bf16 before the LM-head product; the log-softmax itself still runs in fp32)."},
     )
     loss_impl: str = field(
         default="auto",
@@ -317,8 +317,18 @@ def _lm_head_weight(policy: Any) -> torch.Tensor:
     return policy.model.get_output_embeddings().weight
 
 
-def _cast_for_logprobs(hidden: torch.Tensor, weight: torch.Tensor, config: GRPOLossConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    dtype = torch.bfloat16 if config.logprob_dtype == "bfloat16" else weight.dtype
+def _cast_for_logprobs(hidden: torch.Tensor, weight: torch.Tensor, config: GRPOLossConfig, impl: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """LM-head operands in the dtype that gives the configured logits precision.
+
+    ``float32``: fp32 logits. The Triton kernels accumulate in fp32 whatever they read, so they keep the
+    model's dtype (no weight copy); the eager and chunked paths multiply in their input dtype, so a bf16
+    model's operands are upcast for them. ``bfloat16`` (compat): operands in bf16, so eager and chunked
+    round the logits to bf16 like the released code (Triton still accumulates them in fp32).
+    """
+    if config.logprob_dtype == "bfloat16":
+        dtype = torch.bfloat16
+    else:
+        dtype = weight.dtype if impl == "triton" else torch.promote_types(weight.dtype, torch.float32)
     return hidden.to(dtype), weight.to(dtype)
 
 
@@ -341,7 +351,7 @@ def _ref_logprobs(ref_policy: Any, batch: Any, rows: TokenRows, impl: str, tempe
     with torch.no_grad():
         ref_hidden = [dialogue_hidden_states(ref_policy, t) for t in batch.trajectories]
         ref_rows = token_rows(batch, ref_hidden)
-        h, w = _cast_for_logprobs(ref_rows.hidden, _lm_head_weight(ref_policy), config)
+        h, w = _cast_for_logprobs(ref_rows.hidden, _lm_head_weight(ref_policy), config, impl)
         return _target_logprobs(impl, h, w, ref_rows.target_ids, temperature, config.chunk_size).detach()
 
 
@@ -464,7 +474,7 @@ def compute_grpo_loss(
                  if ref_policy is not None and config.beta > 0 else None)
     old_logps = _old_rows(batch, rows)
     max_len = _max_len(rows, config)
-    h, w = _cast_for_logprobs(rows.hidden, _lm_head_weight(policy), config)
+    h, w = _cast_for_logprobs(rows.hidden, _lm_head_weight(policy), config, impl)
     kwargs = dict(
         seq_ids=rows.seq_ids, old_logps=old_logps, ref_logps=ref_logps, seg_bonus=bonus, beta=config.beta,
         kl_type=config.kl_type, clip_low=config.clip_low, clip_high=config.clip_high,
@@ -542,7 +552,7 @@ def behaviour_logps(policy: Any, segmenter: Any, batch: Any, config: GRPOLossCon
         hidden = [dialogue_hidden_states(policy, t) for t in batch.trajectories]
         rows = token_rows(batch, hidden)
         impl = config.resolved_impl(rows.hidden)
-        h, w = _cast_for_logprobs(rows.hidden, _lm_head_weight(policy), config)
+        h, w = _cast_for_logprobs(rows.hidden, _lm_head_weight(policy), config, impl)
         lp = _target_logprobs(impl, h, w, rows.target_ids, _temperature(batch, config), config.chunk_size)
         if config.calibration:
             decodes = decode_batch_segs(policy, segmenter, batch, hidden, spatial=False, max_segs=config.max_segs)

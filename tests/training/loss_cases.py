@@ -27,6 +27,7 @@ PROTOCOL = ProtocolConfig(
     keyframe_max_pixels=4 * 28 * 28, max_turns=2,
 )
 STEPS = ("a", "b", "c")
+HYPERNETWORK_GAIN = 40.0
 
 
 def scripts() -> list[list[str]]:
@@ -41,7 +42,8 @@ def scripts() -> list[list[str]]:
 def loss_models() -> tuple[SegPolicy, SegPolicy, Sam2Segmenter]:
     """(policy, reference policy, segmenter), private to the loss tests (they put gradients on them).
 
-    The reference is the policy with perturbed language-model weights, so the KL term is not zero.
+    The reference is the policy with perturbed language-model weights, so the KL term is not zero; the
+    segmenter's mask logits are made prompt-sensitive (``HYPERNETWORK_GAIN``).
     """
     policy = SegPolicy.tiny("qwen3_vl", seed=0)
     ref = copy.deepcopy(policy)
@@ -52,6 +54,11 @@ def loss_models() -> tuple[SegPolicy, SegPolicy, Sam2Segmenter]:
     ref.requires_grad_(False)
     torch.manual_seed(0)
     segmenter = Sam2Segmenter.from_config(SegmenterConfig(model_config="sam2_hiera_t", image_size=256), device="cpu")
+    with torch.no_grad():
+        # Random SAM2 weights give near-constant logits (|z| < 0.25) that hardly depend on the prompt, so
+        # tests could not tell one [SEG]'s mask from another's: scale the mask hypernetworks' output.
+        for mlp in segmenter.sam.sam_mask_decoder.output_hypernetworks_mlps:
+            mlp.layers[-1].weight.mul_(HYPERNETWORK_GAIN)
     return policy, ref, segmenter
 
 
