@@ -13,7 +13,7 @@
    against the ground truth, the registered rewards and the group advantages.
 
 A malformed rollout (no tags, no ``[SEG]``, unreadable JSON) is scored, never raised: its format
-reward is -1 and its mask terms score an empty prediction.
+reward is -1, and a turn without ``[SEG]`` has IoUs of 0 (the released rule), which the mask terms score.
 
 Calling it from an external RL engine (e.g. verl's agent loop, or any loop that owns the optimizer):
 build the policy (``videoseg_o3.policy.SegPolicy``) and segmenter (``videoseg_o3.segmenter.Sam2Segmenter``)
@@ -38,6 +38,7 @@ import torch
 from training.advantages import group_advantages
 from training.rollout_batch import RolloutBatch, RolloutPrompt
 from videoseg_o3.agent import GenerationConfig, Trajectory, run_episodes
+from videoseg_o3.protocol import ProtocolConfig, turn0_frame_indices
 from videoseg_o3.rewards import DEFAULT_REWARD_WEIGHTS, TOTAL_KEY, RewardInput, compute_rewards
 from videoseg_o3.rewards.inputs import check_mode
 from videoseg_o3.rewards.iou import keyframe_iou, video_iou
@@ -156,8 +157,6 @@ def collect_rollouts(
     Returns:
         a :class:`RolloutBatch` of ``P * G`` rollouts, prompt-major.
     """
-    from videoseg_o3.protocol import ProtocolConfig, turn0_frame_indices
-
     check_mode(reward_mode)
     if not prompts:
         raise ValueError("Invalid prompts (empty). Pass at least one RolloutPrompt.")
@@ -188,8 +187,7 @@ def collect_rollouts(
                                     forced_turns_by_rollout=scripts, decoding=decoding)
         t_rollout = time.perf_counter() - t0
         t0 = time.perf_counter()
-        batch_parts = _decode_and_measure(policy, segmenter, prompts, trajectories, g, cfg, reward_mode,
-                                          turn0_frame_indices)
+        batch_parts = _decode_and_measure(policy, segmenter, prompts, trajectories, g, cfg, reward_mode)
         t_segment = time.perf_counter() - t0
     finally:
         policy.model.train(policy_training)
@@ -240,7 +238,7 @@ def collect_rollouts(
 
 
 def _decode_and_measure(policy: Any, segmenter: Any, prompts: Sequence[RolloutPrompt], trajectories: list[Trajectory],
-                        g: int, cfg: Any, reward_mode: str, turn0_frame_indices: Any) -> dict[str, list]:
+                        g: int, cfg: Any, reward_mode: str) -> dict[str, list]:
     """SAM2 masks of every sampled ``[SEG]`` (spatial frames + its keyframe) and the per-turn IoUs."""
     out: dict[str, list] = {k: [] for k in (
         "seg_positions", "seg_turns", "seg_frames", "seg_frame_rows", "seg_keyframe_logits", "spatial_frames",
