@@ -41,6 +41,10 @@ TOL: dict[str, tuple[float, float]] = {
     "chunked_fp32_grad": (1e-5, 1e-4),
     # GRPO / calibration math vs values worked out by hand (fp32)
     "loss_math": (1e-6, 1e-5),
+    # reward values vs the hand-worked tables (fp32 tensors of Python-float arithmetic)
+    "reward_tables": (1e-6, 0.0),
+    # advantages vs a hand-worked group (fp32)
+    "advantages": (1e-6, 1e-6),
     # low-precision rule: an absolute floor added to LOWP_ERROR_FACTOR x torch's error, for
     # elements where torch in bf16 happens to be exact (the kernel's fp32 accumulation may differ by one ulp)
     "lowp_floor": (1e-6, 0.0),
@@ -56,6 +60,14 @@ TOL: dict[str, tuple[float, float]] = {
     "onnx_fp32": (1e-4, 1e-3),
     # a TensorRT fp32 engine vs ONNX Runtime (TF32 tactics may be chosen for convolutions and matmuls)
     "tensorrt_fp32": (1e-3, 1e-3),
+    # SFT images (Qwen-normalised, std 0.5) from the frame prep vs the Qwen processor given PIL-resized
+    # frames: mean |difference| (atol only) from the two resize filters; a swapped image pair is ~0.5
+    "sft_image_order_mean_abs": (5e-2, 0.0),
+    # logits of a LoRA-adapted model vs the same model with the adapters merged into the weights (fp32)
+    "lora_merge": (1e-5, 1e-4),
+    # 2 gloo processes vs 1 process accumulating the same 2 examples: loss, gradient norm and weights after one
+    # AdamW step (fp32; only the summation order of the gradients differs)
+    "gloo_vs_single_process": (1e-5, 1e-4),
 }
 
 # Binarised masks of two backends running the same model (onnxruntime vs torch, whole propagation)

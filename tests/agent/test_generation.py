@@ -30,3 +30,16 @@ def test_sampling_follows_the_distribution_and_is_seeded() -> None:
     hot = TokenChooser(GenerationConfig(do_sample=True, temperature=50.0, seed=1), torch.device("cpu"))
     hot_counts = torch.bincount(torch.tensor([hot(logits) for _ in range(2000)]), minlength=3).float() / 2000
     assert hot_counts.min() > 0.25
+
+
+def test_top_k_keeps_only_the_k_best_tokens() -> None:
+    """Guards the top-k warper (RL rollouts sample with top_k=50): tokens outside the k best never come out."""
+    logits = torch.tensor([0.1, 3.0, -1.0, 2.9, 2.8])
+    chooser = TokenChooser(GenerationConfig(do_sample=True, top_k=2, seed=0), torch.device("cpu"))
+    assert {chooser(logits) for _ in range(300)} == {1, 3}
+    wide = TokenChooser(GenerationConfig(do_sample=True, top_k=0, seed=0), torch.device("cpu"))
+    assert len({wide(logits) for _ in range(300)}) > 2
+    import pytest
+
+    with pytest.raises(ValueError, match="Invalid top_k"):
+        GenerationConfig(top_k=-1)

@@ -244,3 +244,149 @@ class DialogueContext:
         pos = torch.arange(past, past + chunk.input_ids.numel(), device=self.policy.device) + self.rope_deltas.reshape(())
         pos = pos.view(1, 1, -1).expand(3, 1, -1)
         return self._forward(chunk.input_ids, pos, None, None, chunk.mm_token_type_ids, is_decode=True)
+
+
+class BatchedDecoder:
+    """Decodes one token for each of several dialogues in ONE forward pass.
+
+    The dialogues' KV caches are left-padded to a common length and stacked into one batched cache; a
+    2-D attention mask hides the padding, and each row gets its own 3-D M-RoPE position (its unpadded
+    length + its own ``rope_deltas``: rows hold different images, so their deltas differ), exactly what
+    :meth:`DialogueContext.decode` passes for that dialogue alone. While a dialogue is in the batch its
+    own ``cache`` is None (its keys and values live here); :meth:`release` hands them back (unpadded)
+    so the dialogue can prefill its next observation on its own. Rows are rebuilt only when the set of
+    dialogues changes (a rollout leaves at the end of a turn, or rejoins after its next observation);
+    leaving alone needs no rebuild, just a row selection.
+    """
+
+    def __init__(self, policy: Any) -> None:
+        self.policy = policy
+        self.rows: list[DialogueContext] = []
+        self.cache: Any = None
+        self.mask: torch.Tensor | None = None  # (B, L) long: 1 = a real token, 0 = left padding
+        self.pads: list[int] = []
+
+    # ------------------------------------------------------------------ membership
+    def _config(self) -> Any:
+        return self.policy.model.config
+
+    @staticmethod
+    def _layers(cache: Any) -> list[Any]:
+        layers = list(cache.layers)
+        for layer in layers:
+            if getattr(layer, "is_sliding", False) or not hasattr(layer, "keys"):
+                raise ValueError(f"Batched decoding needs full-attention cache layers; got {type(layer).__name__}. "
+                                 "Use decoding='sequential' for this model.")
+        return layers
+
+    def _build(self, ctxs: list[DialogueContext]) -> None:
+        from transformers import DynamicCache
+
+        lengths = [len(c) for c in ctxs]
+        for c, n in zip(ctxs, lengths):
+            if c.cache is None or c.cache.get_seq_length() != n:
+                raise RuntimeError("BatchedDecoder needs prefilled dialogues whose cache covers every token.")
+        longest = max(lengths)
+        per_ctx = [self._layers(c.cache) for c in ctxs]
+        data = []
+        for li in range(len(per_ctx[0])):
+            pad = lambda t, n: torch.nn.functional.pad(t, (0, 0, longest - n, 0))  # noqa: E731
+            keys = torch.cat([pad(layers[li].keys, n) for layers, n in zip(per_ctx, lengths)])
+            values = torch.cat([pad(layers[li].values, n) for layers, n in zip(per_ctx, lengths)])
+            data.append((keys, values))
+        device = self.policy.device
+        self.cache = DynamicCache(ddp_cache_data=data, config=self._config())
+        self.pads = [longest - n for n in lengths]
+        self.mask = torch.stack([torch.cat([torch.zeros(p, dtype=torch.long), torch.ones(n, dtype=torch.long)])
+                                 for p, n in zip(self.pads, lengths)]).to(device)
+        self.rows = list(ctxs)
+        for c in ctxs:
+            c.cache = None  # its keys and values live in the batch now
+
+    def _select(self, keep: list[int]) -> None:
+        """Keep rows ``keep`` (in that order) and drop the left padding every remaining row shares."""
+        index = torch.tensor(keep, dtype=torch.long, device=self.mask.device)
+        pads = [self.pads[i] for i in keep]
+        trim = min(pads)
+        for layer in self._layers(self.cache):
+            layer.keys = layer.keys[index][:, :, trim:]
+            layer.values = layer.values[index][:, :, trim:]
+        self.mask = self.mask[index][:, trim:]
+        self.pads = [p - trim for p in pads]
+        self.rows = [self.rows[i] for i in keep]
+
+    def release(self, ctxs: list[DialogueContext]) -> None:
+        """Give the listed dialogues their own (unpadded) caches back and drop them from the batch."""
+        from transformers import DynamicCache
+
+        leaving = [i for i, c in enumerate(self.rows) if any(c is x for x in ctxs)]
+        if not leaving:
+            return
+        layers = self._layers(self.cache)
+        for i in leaving:
+            pad = self.pads[i]
+            data = [(layer.keys[i:i + 1, :, pad:].clone(), layer.values[i:i + 1, :, pad:].clone()) for layer in layers]
+            self.rows[i].cache = DynamicCache(ddp_cache_data=data, config=self._config())
+        keep = [i for i in range(len(self.rows)) if i not in leaving]
+        if keep:
+            self._select(keep)
+        else:
+            self.rows, self.cache, self.mask, self.pads = [], None, None, []
+
+    def _sync(self, ctxs: list[DialogueContext]) -> None:
+        """Make the batch hold exactly ``ctxs``, in that order."""
+        if len(ctxs) == len(self.rows) and all(a is b for a, b in zip(ctxs, self.rows)):
+            return
+        position = {id(c): i for i, c in enumerate(self.rows)}
+        if all(id(c) in position for c in ctxs):
+            dropped = [c for c in self.rows if all(c is not x for x in ctxs)]
+            self.release(dropped)
+            position = {id(c): i for i, c in enumerate(self.rows)}
+            self._select([position[id(c)] for c in ctxs])
+            return
+        self.release(list(self.rows))
+        self._build(ctxs)
+
+    # ------------------------------------------------------------------ the forward pass
+    @torch.inference_mode()
+    def decode(self, ctxs: list[DialogueContext], tokens: list[int]) -> list[StepOutput]:
+        """Append ``tokens[b]`` to dialogue ``ctxs[b]`` and run them all in one forward pass.
+
+        Returns one :class:`StepOutput` per dialogue: next-token logits ``(V,)`` float32 and the new
+        token's last-layer hidden state ``(1, H)``.
+        """
+        if len(ctxs) != len(tokens) or not ctxs:
+            raise ValueError(f"Invalid batch: {len(ctxs)} dialogues and {len(tokens)} tokens; pass one token per dialogue.")
+        self._sync(ctxs)
+        model = self.policy.model
+        device = self.policy.device
+        batch = len(ctxs)
+        ids = torch.tensor(tokens, dtype=torch.long, device=device)[:, None]
+        # text after the last image: position = unpadded index + the row's own rope delta, on all three rows
+        # (the deltas stay on the device: reading them back would stall a GPU once per row and token)
+        lengths = torch.tensor([len(c) for c in ctxs], device=device)
+        deltas = torch.stack([c.rope_deltas.reshape(()).to(device) for c in ctxs])
+        pos = (lengths + deltas).view(1, batch, 1).expand(3, batch, 1)
+        mask = torch.cat([self.mask, torch.ones(batch, 1, dtype=self.mask.dtype, device=device)], dim=1)
+        synchronize(device)
+        t0 = time.perf_counter()
+        out = model.model(
+            input_ids=ids,
+            position_ids=pos,
+            attention_mask=mask,
+            cache=self.cache,
+            use_cache=True,
+            mm_token_type_ids=torch.zeros_like(ids, dtype=torch.int32),
+        )
+        hidden = out.last_hidden_state[:, -1]
+        logits = model.lm_head(hidden).float()
+        synchronize(device)
+        share = (time.perf_counter() - t0) / batch
+        self.mask = mask
+        results = []
+        for b, ctx in enumerate(ctxs):
+            ctx._append(Chunk.text(ids[b]))
+            ctx.stats.decode_tokens += 1
+            ctx.stats.decode_s += share
+            results.append(StepOutput(logits=logits[b], hidden=hidden[b:b + 1]))
+        return results

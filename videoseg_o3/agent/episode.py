@@ -11,6 +11,10 @@ One episode is one dialogue between the policy and a video:
    (a ``<select>``: the follow-up observation shows frames of the chosen interval and the keyframe)
    or stop (``<answer>``, an invalid turn, an empty interval, ``max_turns``).
 
+Several rollouts (``run_episodes``) run as one batch by default: each rollout is a small state machine
+(choose a token -> end the turn -> show the next observation), and at every step all rollouts that
+are generating decode their tokens in one forward pass (``context.BatchedDecoder``).
+
 Like verl's tool agent loop, the result is a flat token stream with a ``response_mask`` (1 = a
 token the policy chose, 0 = prompt, observation and image tokens), which is what a policy-gradient
 loss needs. The reader caches decoded frames, so a frame shown twice is decoded once.
@@ -24,7 +28,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from videoseg_o3.agent.context import Chunk, DialogueContext, check_mode
+from videoseg_o3.agent.context import BatchedDecoder, Chunk, ContextStats, DialogueContext, check_mode
 from videoseg_o3.agent.frames import expand_image_placeholders, prepare_policy_images
 from videoseg_o3.agent.generation import GenerationConfig, TokenChooser
 from videoseg_o3.device import synchronize
@@ -34,6 +38,21 @@ from videoseg_o3.device import synchronize
 _ASSISTANT_PLACEHOLDER = "\u2063videoseg_o3_assistant_turn\u2063"
 
 STAGES = ("video_decode", "preprocess", "vision_encoder", "prefill", "decode")
+DECODINGS = ("batched", "sequential")
+
+
+@dataclass
+class _TurnInProgress:
+    """The open turn of a rollout: its observation chunk and what the policy has chosen so far."""
+
+    index: int
+    chunk: Chunk
+    prep: dict[str, float]
+    specs: list[Any]
+    before: ContextStats
+    logits: torch.Tensor
+    chosen: list[int] = field(default_factory=list)
+    seg_hidden: list[torch.Tensor] = field(default_factory=list)
 
 
 @dataclass
@@ -256,26 +275,62 @@ class _EpisodeRunner:
         self.pending_stop = None
         return out
 
-    # -- generation
-    def generate(self, logits: torch.Tensor, chooser: TokenChooser, max_new_tokens: int,
-                 forced: list[int] | None) -> tuple[list[int], list[torch.Tensor]]:
-        """Generate one turn; returns the chosen ids and the hidden states at its ``[SEG]`` tokens."""
+    # -- one turn, as a small state machine ("choose" -> "end_turn" -> next turn or "done") so that a
+    # sequential driver and a batched one (several rollouts decoded in one forward) share every rule
+    def configure(self, generation: GenerationConfig, chooser: TokenChooser, forced_turns: "ForcedTurns",
+                  t_start: float) -> None:
+        """Per-rollout settings (set after :meth:`fork`, so siblings sample with their own generators)."""
+        self.generation = generation
+        self.chooser = chooser
+        self.forced_turns = forced_turns
+        self.t_start = t_start
+        self.state = "idle"
+        self.current: _TurnInProgress | None = None
+        self.result: Trajectory | None = None
+
+    def begin_turn(self, index: int, observation: Any = None,
+                   first: tuple[Chunk, dict[str, float], list[Any], Any, Any] | None = None) -> None:
+        """Show an observation (prepare + prefill, or the already prefilled ``first``) and open turn ``index``.
+
+        A scripted turn runs at once (teacher forcing), leaving the runner in ``"end_turn"``; otherwise
+        the runner waits in ``"choose"`` with the next-token logits.
+        """
+        if first is not None:
+            chunk, prep, specs, out, before = first
+        else:
+            chunk, prep, specs = self.prepare(observation, index)
+            before = _snapshot(self.ctx.stats)
+            out = self.prefill(chunk)
+        self.current = _TurnInProgress(index, chunk, prep, specs, before, out.logits)
+        forced = _forced_ids(self.policy, self.forced_turns, index, self.turns)
         if forced is not None:
-            return self._teacher_force(forced[:max_new_tokens])
-        chosen: list[int] = []
-        seg_hidden: list[torch.Tensor] = []
-        for _ in range(max_new_tokens):
-            token = chooser(logits)
-            chosen.append(token)
-            if token in self.eos_ids:
-                self.pending_stop = token
-                break
-            out = self.ctx.decode(torch.tensor([token]))
-            self.mask.append(1)
-            if token == self.policy.seg_token_id:
-                seg_hidden.append(out.hidden[-1])
-            logits = out.logits
-        return chosen, seg_hidden
+            self.current.chosen, self.current.seg_hidden = self._teacher_force(forced[: self.generation.max_new_tokens])
+            self.state = "end_turn"
+        else:
+            self.state = "choose"
+
+    def choose(self) -> int | None:
+        """Pick the next token of the open turn. Returns it when it needs a forward pass, or None when it
+        is a stop token (kept pending: it opens the next chunk) and the turn ends."""
+        cur = self.current
+        token = self.chooser(cur.logits)
+        cur.chosen.append(token)
+        if token in self.eos_ids:
+            self.pending_stop = token
+            self.state = "end_turn"
+            return None
+        return token
+
+    def accept(self, token: int, hidden: torch.Tensor, logits: torch.Tensor) -> None:
+        """Record the forward pass of a chosen ``token`` (already in the context): its hidden state ``(H,)``
+        (kept at a ``[SEG]``) and the next-token logits ``(V,)``. The turn ends at ``max_new_tokens``."""
+        cur = self.current
+        self.mask.append(1)
+        if token == self.policy.seg_token_id:
+            cur.seg_hidden.append(hidden)
+        cur.logits = logits
+        if len(cur.chosen) >= self.generation.max_new_tokens:
+            self.state = "end_turn"
 
     def _teacher_force(self, forced: list[int]) -> tuple[list[int], list[torch.Tensor]]:
         """Run a scripted turn in one forward pass (causal attention makes every hidden state equal
@@ -295,12 +350,24 @@ class _EpisodeRunner:
         seg_rows = (ids == self.policy.seg_token_id).nonzero().flatten().tolist()
         return forced, [out.hidden[r] for r in seg_rows]
 
-    def turn(self, index: int, chunk: Chunk, prep_timings: dict[str, float], specs: list[Any],
-             prefill_out: Any, before: Any, chooser: TokenChooser, generation: GenerationConfig,
-             forced: list[int] | None) -> TurnRecord:
-        stats0 = (before.prefill_tokens, before.decode_tokens, before.vision_encoder_s, before.prefill_s, before.decode_s)
-        chosen, seg_hidden = self.generate(prefill_out.logits, chooser, generation.max_new_tokens, forced)
+    def end_turn(self) -> None:
+        """Close the open turn: record it, then stop (``"done"``, :attr:`result` set) or show the follow-up."""
+        record = self._record()
+        self.turns.append(record)
+        self.current = None
+        reason = self.stop_reason(record.parse, record.index)
+        if reason is not None:
+            self.result = self.finish(reason, time.perf_counter() - self.t_start)
+            self.state = "done"
+            return
+        observation = self.protocol.followup_observation(self.query, self.num_frames, record.parse, self.cfg)
+        self.begin_turn(record.index + 1, observation)
+
+    def _record(self) -> TurnRecord:
+        cur = self.current
+        stats0 = cur.before
         stats = self.ctx.stats
+        chosen, seg_hidden = cur.chosen, cur.seg_hidden
         text_ids = [t for t in chosen if t not in self.eos_ids]
         text = self.policy.tokenizer.decode(text_ids, skip_special_tokens=False)
         parse = self.protocol.parse_turn(text, self.cfg)
@@ -308,16 +375,16 @@ class _EpisodeRunner:
         hidden = torch.stack(seg_hidden) if seg_hidden else torch.zeros(0, self.policy.hidden_size, device=self.policy.device)
         with torch.inference_mode():
             embeddings = self.policy.projector(hidden.to(self.policy.projector[0].weight.dtype))
-        keyframes = [s for s in specs if getattr(s, "role", None) == "keyframe"]
-        timings = dict(prep_timings)
-        timings["vision_encoder"] = stats.vision_encoder_s - stats0[2]
-        timings["prefill"] = stats.prefill_s - stats0[3]
-        timings["decode"] = stats.decode_s - stats0[4]
+        keyframes = [s for s in cur.specs if getattr(s, "role", None) == "keyframe"]
+        timings = dict(cur.prep)
+        timings["vision_encoder"] = stats.vision_encoder_s - stats0.vision_encoder_s
+        timings["prefill"] = stats.prefill_s - stats0.prefill_s
+        timings["decode"] = stats.decode_s - stats0.decode_s
         return TurnRecord(
-            index=index,
-            frames=specs,
+            index=cur.index,
+            frames=cur.specs,
             shown_keyframe=int(keyframes[-1].index) if keyframes else None,
-            prompt_ids=chunk.input_ids.detach().cpu(),
+            prompt_ids=cur.chunk.input_ids.detach().cpu(),
             token_ids=torch.tensor(chosen, dtype=torch.long),
             text=text,
             parse=parse,
@@ -325,8 +392,8 @@ class _EpisodeRunner:
             seg_hidden=hidden,
             seg_embeddings=embeddings,
             timings=timings,
-            prefill_tokens=stats.prefill_tokens - stats0[0],
-            decode_tokens=stats.decode_tokens - stats0[1],
+            prefill_tokens=stats.prefill_tokens - stats0.prefill_tokens,
+            decode_tokens=stats.decode_tokens - stats0.decode_tokens,
         )
 
     def stop_reason(self, parse: Any, turn_index: int) -> str | None:
@@ -357,6 +424,12 @@ class _EpisodeRunner:
             raise RuntimeError(f"response mask length {len(self.mask)} != dialogue length {ids.numel()}")
         parses = [t.parse for t in self.turns]
         anchor = self.protocol.anchor_frame(parses, self.num_frames, self.cfg)
+        for turn in self.turns:
+            # computed under inference mode; a clone is an ordinary tensor that a training step may use
+            if turn.seg_embeddings.is_inference():
+                turn.seg_embeddings = turn.seg_embeddings.clone()
+                turn.seg_hidden = turn.seg_hidden.clone()
+        # the last [SEG] of the dialogue: the final turn's, else the latest earlier turn's (as the released code)
         final = next((t.seg_embedding for t in reversed(self.turns) if t.seg_embedding is not None), None)
         timings = {stage: sum(t.timings.get(stage, 0.0) for t in self.turns) for stage in STAGES}
         timings["total"] = total_s
@@ -413,30 +486,46 @@ def _forced_ids(policy: Any, forced_turns: ForcedTurns, turn_index: int, turns: 
     return tok.encode(text, add_special_tokens=False) + [int(tok.convert_tokens_to_ids("<|im_end|>"))]
 
 
-def _run(runner: _EpisodeRunner, start_turn: int, observation: Any, generation: GenerationConfig,
-         chooser: TokenChooser, forced_turns: ForcedTurns, t_start: float,
-         first: tuple[Chunk, dict[str, float], list[Any], Any, Any] | None = None) -> Trajectory:
-    """Continue an episode from ``observation`` at ``start_turn`` until it stops."""
-    index = start_turn
-    stop = "max_turns"
-    while index < runner.cfg.max_turns:
-        if first is not None:
-            chunk, prep, specs, out, before = first
-            first = None
-        else:
-            chunk, prep, specs = runner.prepare(observation, index)
-            before = _snapshot(runner.ctx.stats)
-            out = runner.prefill(chunk)
-        forced = _forced_ids(runner.policy, forced_turns, index, runner.turns)
-        record = runner.turn(index, chunk, prep, specs, out, before, chooser, generation, forced)
-        runner.turns.append(record)
-        reason = runner.stop_reason(record.parse, index)
-        if reason is not None:
-            stop = reason
-            break
-        observation = runner.protocol.followup_observation(runner.query, runner.num_frames, record.parse, runner.cfg)
-        index += 1
-    return runner.finish(stop, time.perf_counter() - t_start)
+def _drive_sequential(runner: _EpisodeRunner) -> Trajectory:
+    """Run one configured episode to its end, one token per forward pass."""
+    while runner.state != "done":
+        if runner.state == "end_turn":
+            runner.end_turn()
+            continue
+        token = runner.choose()
+        if token is None:
+            continue
+        out = runner.ctx.decode(torch.tensor([token]))
+        runner.accept(token, out.hidden[-1], out.logits)
+    return runner.result
+
+
+def _drive_batched(policy: Any, runners: list[_EpisodeRunner]) -> list[Trajectory]:
+    """Run configured episodes together: at every step, each rollout that is generating picks its token
+    (with its own generator, so the draws equal the sequential driver's) and all of them run in ONE
+    forward pass (:class:`BatchedDecoder`). A rollout that ends its turn leaves the batch, is shown its
+    next observation alone (its own prefill, images included) and rejoins; a finished one is dropped."""
+    decoder = BatchedDecoder(policy)
+    try:
+        while True:
+            ending = [r for r in runners if r.state == "end_turn"]
+            if ending:
+                decoder.release([r.ctx for r in ending])
+                for runner in ending:
+                    runner.end_turn()
+                continue
+            active = [r for r in runners if r.state == "choose"]
+            if not active:
+                break
+            rows = [(r, t) for r, t in ((r, r.choose()) for r in active) if t is not None]
+            if not rows:
+                continue
+            outs = decoder.decode([r.ctx for r, _ in rows], [t for _, t in rows])
+            for (runner, token), out in zip(rows, outs):
+                runner.accept(token, out.hidden[-1], out.logits)
+    finally:
+        decoder.release(list(decoder.rows))
+    return [r.result for r in runners]
 
 
 def _snapshot(stats: Any) -> Any:
@@ -485,9 +574,9 @@ def run_episode(
     generation = generation if generation is not None else GenerationConfig()
     t_start = time.perf_counter()
     runner = _EpisodeRunner(policy, video, query, cfg, mode)
-    chooser = TokenChooser(generation, policy.device)
-    observation = protocol_module.initial_observation(query, runner.num_frames, cfg)
-    return _run(runner, 0, observation, generation, chooser, forced_turns, t_start)
+    runner.configure(generation, TokenChooser(generation, policy.device), forced_turns, t_start)
+    runner.begin_turn(0, protocol_module.initial_observation(query, runner.num_frames, cfg))
+    return _drive_sequential(runner)
 
 
 def run_episodes(
@@ -500,14 +589,29 @@ def run_episodes(
     mode: str = "kv",
     num_rollouts: int = 1,
     forced_turns: ForcedTurns = None,
+    forced_turns_by_rollout: Sequence[ForcedTurns] | None = None,
+    decoding: str = "batched",
 ) -> list[Trajectory]:
     """Several episodes: one per (video, query) pair, each with ``num_rollouts`` rollouts (GRPO's G).
 
     The rollouts of one prompt share its first observation: it is decoded, encoded and prefilled
     once, and every rollout continues from a copy of that context (the cache is mutated in place,
-    so sharing it would corrupt the siblings). Rollout ``g`` samples with seed ``seed + g`` so a
-    seeded call is reproducible and the rollouts differ. Episodes run one after another on the
-    device; the result is ordered prompt-major: ``[p0 g0, p0 g1, ..., p1 g0, ...]``.
+    so sharing it would corrupt the siblings). Rollout ``i`` of the batch (prompt-major) samples with
+    seed ``seed + i`` so a seeded call is reproducible and the rollouts differ. The result is ordered
+    prompt-major: ``[p0 g0, p0 g1, ..., p1 g0, ...]``.
+
+    ``decoding="batched"`` (default) decodes every rollout that is generating, of every prompt, in one
+    forward pass per token (a left-padded batch of their KV caches with per-row 3-D positions); a
+    rollout that finishes a turn is shown its next observation on its own and rejoins the batch.
+    ``decoding="sequential"`` runs the rollouts one after another (one token per forward). Both choose
+    the same tokens: every rollout draws from its own generator, and the batch's attention masks its
+    padding (the logits differ only by floating-point summation order).
+
+    Args:
+        forced_turns: a script (see :func:`run_episode`) used by every rollout.
+        forced_turns_by_rollout: one script per rollout, prompt-major (``len(videos) * num_rollouts``
+            entries, None for a free rollout); overrides ``forced_turns``.
+        decoding: ``"batched"`` or ``"sequential"`` (see above).
 
     Returns:
         ``len(videos) * num_rollouts`` trajectories. In rollouts after the first, turn 0 reports 0
@@ -519,9 +623,16 @@ def run_episodes(
         raise ValueError(f"Invalid batch: {len(videos)} videos but {len(queries)} queries; pass one query per video.")
     if isinstance(num_rollouts, bool) or not isinstance(num_rollouts, int) or num_rollouts < 1:
         raise ValueError(f"Invalid num_rollouts ({num_rollouts!r}). Set it to an int >= 1.")
+    if forced_turns_by_rollout is not None and len(forced_turns_by_rollout) != len(videos) * num_rollouts:
+        raise ValueError(f"Invalid forced_turns_by_rollout: {len(forced_turns_by_rollout)} scripts for "
+                         f"{len(videos) * num_rollouts} rollouts. Pass one per rollout (prompt-major), None for free ones.")
     cfg = protocol if protocol is not None else protocol_module.ProtocolConfig()
     generation = generation if generation is not None else GenerationConfig()
+    if decoding not in DECODINGS:
+        raise ValueError(f"Invalid decoding ({decoding}). Supported values are {', '.join(DECODINGS)}.")
     results: list[Trajectory] = []
+    batch: list[_EpisodeRunner] = []
+    t_batch = time.perf_counter()
     for p, (video, query) in enumerate(zip(videos, queries)):
         _check_inputs(video, query)
         t_start = time.perf_counter()
@@ -537,7 +648,14 @@ def run_episodes(
                 prep = {k: 0.0 for k in prep}
                 before = _snapshot(runner.ctx.stats)
             chooser = TokenChooser(generation, policy.device, seed_offset=p * num_rollouts + g)
-            first = (chunk, prep, specs, out, before)
-            results.append(_run(runner, 0, observation, generation, chooser, forced_turns, t_start, first))
-            t_start = time.perf_counter()
+            script = forced_turns if forced_turns_by_rollout is None else forced_turns_by_rollout[p * num_rollouts + g]
+            runner.configure(generation, chooser, script, t_batch if decoding == "batched" else t_start)
+            runner.begin_turn(0, first=(chunk, prep, specs, out, before))
+            if decoding == "batched":
+                batch.append(runner)
+            else:
+                results.append(_drive_sequential(runner))
+                t_start = time.perf_counter()
+    if decoding == "batched":
+        results = _drive_batched(policy, batch)
     return results

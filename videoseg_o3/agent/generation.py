@@ -15,6 +15,8 @@ class GenerationConfig:
     do_sample: bool = field(default=False, metadata={"help": "Sample instead of greedy argmax (RL rollouts sample)."})
     temperature: float = field(default=1.0, metadata={"help": "Softmax temperature when sampling (> 0)."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass in (0, 1]; 1 keeps the whole distribution."})
+    top_k: int = field(default=0, metadata={"help": "Sample among the k most likely tokens only; 0 keeps them all (RL: 50, "
+                                                    "transformers' default)."})
     seed: int | None = field(default=None, metadata={"help": "Seed of the sampling generator; None draws from torch's global RNG."})
 
     def __post_init__(self) -> None:
@@ -22,6 +24,8 @@ class GenerationConfig:
             raise ValueError(f"Invalid max_new_tokens ({self.max_new_tokens!r}). Set it to an int >= 1.")
         if not self.temperature > 0:
             raise ValueError(f"Invalid temperature ({self.temperature}). Set it > 0 (use do_sample=False for greedy).")
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
+            raise ValueError(f"Invalid top_k ({self.top_k!r}). Set it to an int >= 0 (0 disables it).")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"Invalid top_p ({self.top_p}). Set it in (0, 1].")
 
@@ -35,7 +39,7 @@ class TokenChooser:
     """
 
     def __init__(self, config: GenerationConfig, device: torch.device, seed_offset: int = 0) -> None:
-        from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+        from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
         self.config = config
         self.generator: torch.Generator | None = None
@@ -45,6 +49,8 @@ class TokenChooser:
         warpers = []
         if config.do_sample and config.temperature != 1.0:
             warpers.append(TemperatureLogitsWarper(config.temperature))
+        if config.do_sample and config.top_k > 0:  # transformers' order: temperature, top-k, top-p
+            warpers.append(TopKLogitsWarper(config.top_k))
         if config.do_sample and config.top_p < 1.0:
             warpers.append(TopPLogitsWarper(config.top_p))
         self.warpers = LogitsProcessorList(warpers)

@@ -627,6 +627,7 @@ def generate_split(
     cfg: SynthConfig | None = None,
     records: bool = True,
     progress: bool = False,
+    protocol: Any = None,
 ) -> dict[str, Any]:
     """Render ``num_videos`` videos of ``split`` into ``out_dir`` in ``layout``.
 
@@ -634,6 +635,8 @@ def generate_split(
         out_dir: the split folder to write (created).
         layout: one of :data:`videoseg_o3.data.writers.WRITE_LAYOUTS`.
         records: also write ``vts_cot.json`` and ``rl_data.json`` (mask_dict layouts only).
+        protocol: the ``ProtocolConfig`` the VTS-CoT records are written for (its wording and turn-0
+            high-resolution frames; default: the eval preset).
     Returns:
         A summary (counts and the config) that is also written to ``out_dir/synth_info.json``.
     """
@@ -665,7 +668,7 @@ def generate_split(
             counts[query.expression_type] += 1
             if records and writer.uses_mask_dict:
                 anno_ids = [writer.anno_ids[(video.video_id, t)] for t in query.targets]
-                sft.append(vtscot.build_sft_record(video, query, str(exp_id), anno_ids, rng, cfg.turn_weights))
+                sft.append(vtscot.build_sft_record(video, query, str(exp_id), anno_ids, rng, cfg.turn_weights, protocol))
                 rl.append([vtscot.build_rl_record(video, query, anno_ids, str(exp_id))])
     writer.close()
     if records and writer.uses_mask_dict:

@@ -1,0 +1,131 @@
+"""What both trainers need: models to start from, data folders, the optimizer and schedule, the run directory."""
+
+from __future__ import annotations
+
+import functools
+import math
+import random
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+__all__ = [
+    "TINY_SEGMENTER",
+    "build_optimizer",
+    "data_folders",
+    "example_index",
+    "load_start_models",
+    "lr_factor",
+    "prepare_output_dir",
+    "seed_everything",
+    "set_trainable",
+]
+
+TINY_SEGMENTER = {"model_config": "sam2_hiera_t", "image_size": 256}
+"""The segmenter of the embedded tiny run (what ``videoseg-o3 init-tiny`` writes)."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def prepare_output_dir(config: Any) -> Path:
+    """Create ``output_dir``; a non-empty one needs ``--resume`` or ``--overwrite_output_dir``."""
+    out = Path(config.output_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"Invalid output_dir ({out}): it is a file. Pass a directory to --output_dir.")
+    resuming = config.resume or config.resume_from_checkpoint
+    if out.is_dir() and any(p.name != "data" for p in out.iterdir()) and not resuming and not config.overwrite_output_dir:
+        raise ValueError(f"Invalid output_dir ({out}): it is not empty. Pass --resume to continue the run, "
+                         "--overwrite_output_dir to start over, or another --output_dir.")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def data_folders(config: Any) -> list[Any]:
+    """The run's data folders; without ``--data`` a synthetic split generated once into ``OUTPUT_DIR/data/train``."""
+    from training.data import DataFolder
+
+    if config.data:
+        return [DataFolder(Path(d)) for d in config.data]
+    from videoseg_o3.data.synthetic import SynthConfig, generate_split
+
+    root = Path(config.output_dir) / "data" / "train"
+    if not (root / "synth_info.json").is_file():
+        cfg = SynthConfig(frames=tuple(config.synthetic_frames), size=tuple(config.synthetic_size), objects=(2, 3),
+                          turn_weights=(1.0, 2.0, 1.0))
+        generate_split(root, config.synthetic_videos, seed=config.seed, split="train", cfg=cfg,
+                       protocol=config.protocol())
+    return [DataFolder(root)]
+
+
+def load_start_models(config: Any, device: torch.device) -> tuple[Any, Any, Any]:
+    """``(policy, segmenter, generation)`` from ``--init``, or the tiny random models (fixed seed 0, so a resumed
+    run rebuilds exactly the frozen weights it started from)."""
+    from videoseg_o3.agent.generation import GenerationConfig
+
+    if config.init:
+        from videoseg_o3.checkpoint import load_checkpoint, read_checkpoint_config
+
+        policy, segmenter, _ = load_checkpoint(config.init, device=device)
+        return policy, segmenter, read_checkpoint_config(config.init).generation
+    from videoseg_o3.policy import SegPolicy
+    from videoseg_o3.segmenter import Sam2Segmenter, SegmenterConfig
+
+    with torch.random.fork_rng(devices=[]):
+        policy = SegPolicy.tiny("qwen3_vl", seed=0)
+        torch.manual_seed(0)
+        segmenter = Sam2Segmenter.from_config(SegmenterConfig(**TINY_SEGMENTER), device="cpu")
+    return policy.to(device), segmenter.to(device), GenerationConfig(max_new_tokens=32)
+
+
+@functools.lru_cache(maxsize=4)
+def _permutation(num_examples: int, seed: int, epoch: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(num_examples)
+
+
+def example_index(position: int, num_examples: int, seed: int) -> int:
+    """Dataset index at global sample ``position``: a fresh permutation per epoch, seeded by (seed, epoch), so the
+    data order is a pure function of the position (what a resumed run restores)."""
+    epoch, offset = divmod(position, num_examples)
+    return int(_permutation(num_examples, seed, epoch)[offset])
+
+
+def set_trainable(module: torch.nn.Module, flag: bool) -> None:
+    for param in module.parameters():
+        param.requires_grad_(flag)
+
+
+def lr_factor(step: int, total_steps: int, scheduler: str, warmup_ratio: float, warmup_start_factor: float) -> float:
+    """Learning-rate multiplier at optimizer step ``step`` (0-based) of ``total_steps``.
+
+    Warmup: linear from ``warmup_start_factor`` to 1 over ``round(warmup_ratio * total)`` steps (mmengine's
+    LinearLR, the released SFT); then ``cosine`` to 0, ``linear`` to 0 (transformers' default, the released
+    GRPO) or ``constant``.
+    """
+    warmup = int(round(warmup_ratio * total_steps))
+    if step < warmup:
+        return warmup_start_factor + (1.0 - warmup_start_factor) * step / warmup
+    rest = max(1, total_steps - warmup)
+    progress = min(1.0, (step - warmup) / rest)
+    if scheduler == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    if scheduler == "linear":
+        return 1.0 - progress
+    return 1.0
+
+
+def build_optimizer(params: Iterable[torch.nn.Parameter], config: Any, total_steps: int) -> tuple[Any, Any]:
+    """AdamW over ``params`` and a LambdaLR with :func:`lr_factor`."""
+    params = [p for p in params if p.requires_grad]
+    if not params:
+        raise ValueError("Nothing to train: every parameter is frozen. Enable LoRA or one of the --train_* switches.")
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2),
+                                  eps=config.adam_epsilon, weight_decay=config.weight_decay)
+    args = (total_steps, config.lr_scheduler_type, config.warmup_ratio, config.warmup_start_factor)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, *args))
+    return optimizer, scheduler

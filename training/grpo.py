@@ -1,0 +1,268 @@
+"""Multi-turn GRPO with SEG-aware calibration: ``python -m training.grpo [--init CKPT] [--config PRESET.yaml] ...``.
+
+    python -m training.grpo --init runs/sft/final --output_dir runs/grpo      # synthetic data, CPU, minutes
+    torchrun --nproc_per_node 8 -m training.grpo --config training/configs/grpo_4b.yaml --init CKPT --data ...
+
+One step: the prompts of the step (G rollouts each) go through :func:`training.rollout.collect_rollouts`
+(multi-turn episodes, per-turn SAM2 masks, the registered rewards, group advantages), then
+:func:`training.losses.compute_grpo_loss` over micro-batches of whole groups (policy-gradient term with the
+calibration bonus at ``[SEG]``, k3 KL to the frozen reference policy, auxiliary mask loss), then one AdamW
+update; with ``num_iterations > 1`` the same batch is reused for that many updates, scored against the
+behaviour policy's log-probs (clipped ratio). The reference policy is a frozen copy of the ``--init``
+policy, never synced. A non-finite loss or gradient skips the update and is logged; a malformed rollout is
+just scored (format reward -1). Checkpoints, logs and ``OUTPUT_DIR/final`` are as in ``training.sft``.
+
+Deliberately simple: rollouts and updates alternate on the same devices (no separate inference engine);
+each rank samples its own prompts, so groups never cross ranks.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from training.config import GRPOConfig, parse_config
+
+__all__ = ["loss_config", "main", "rollout_prompt", "step_metrics", "train"]
+
+
+def loss_config(config: GRPOConfig) -> Any:
+    """The :class:`training.losses.GRPOLossConfig` of a run (``logprob_mode="compat"``: bf16 at temperature 1)."""
+    from training.losses import GRPOLossConfig
+
+    compat = config.logprob_mode == "compat"
+    return GRPOLossConfig(beta=config.beta, kl_type=config.kl_type, clip_low=config.clip_low, clip_high=config.clip_high,
+                          loss_agg_mode=config.loss_agg_mode, max_len=config.max_completion_length * config.max_turns,
+                          temperature=1.0 if compat else None, logprob_dtype="bfloat16" if compat else "float32",
+                          loss_impl=config.loss_impl, calibration=config.use_calibration,
+                          aux_mask_weight=config.seg_loss_weight)
+
+
+def reward_weights(config: GRPOConfig) -> dict[str, float] | None:
+    if not config.reward_funcs:
+        return None
+    weights = config.reward_weights or [1.0] * len(config.reward_funcs)
+    return dict(zip(config.reward_funcs, (float(w) for w in weights)))
+
+
+def rollout_prompt(prompt: Any) -> Any:
+    """A :class:`training.rollout_batch.RolloutPrompt` from an RL record (:class:`training.data.RlPrompt`)."""
+    from training.rollout_batch import RolloutPrompt
+
+    return RolloutPrompt(prompt.open_video(), prompt.exp, prompt.load_masks(),
+                         torch.tensor(prompt.mask_existence, dtype=torch.bool), name=prompt.source)
+
+
+def trainable_copies(batch: Any) -> Any:
+    """Replace the rollout tensors that were made under ``torch.inference_mode`` (the episode loop's) by normal
+    copies: autograd refuses to save inference tensors (e.g. the ids a trained embedding looks up)."""
+    for traj in batch.trajectories:
+        for name in ("input_ids", "response_mask", "mm_token_type_ids", "image_grid_thw", "pixel_values"):
+            value = getattr(traj, name)
+            if isinstance(value, torch.Tensor) and value.is_inference():
+                setattr(traj, name, value.clone())
+    for name in ("seg_positions", "seg_turns", "seg_frames", "seg_frame_rows", "seg_keyframe_logits",
+                 "spatial_frame_rows", "gt_masks"):
+        setattr(batch, name, [v.clone() if v.is_inference() else v for v in getattr(batch, name)])
+    for features in batch.features:
+        if features.image_embed.is_inference():
+            features.image_embed = features.image_embed.clone()
+        features.high_res = [h.clone() if h.is_inference() else h for h in features.high_res]
+    return batch
+
+
+def step_metrics(batch: Any) -> dict[str, float]:
+    """Per-step statistics of a rollout batch: reward terms, advantages, turns and stop reasons, timings."""
+    out: dict[str, float] = {}
+    for name, values in batch.rewards.items():
+        out[f"reward/{name}"] = float(values.float().mean())
+    reward = batch.reward.float()
+    out["reward/total"] = float(reward.mean())
+    out["reward/std"] = float(reward.std()) if reward.numel() > 1 else 0.0
+    adv = batch.advantages.float()
+    out.update({"advantage/mean": float(adv.mean()), "advantage/std": float(adv.std()) if adv.numel() > 1 else 0.0,
+                "advantage/abs_max": float(adv.abs().max()),
+                "advantage/zero_groups": float(sum(bool((adv[i:i + batch.group_size] == 0).all())
+                                                  for i in range(0, len(batch), batch.group_size)))})
+    turns = [t.num_turns for t in batch.trajectories]
+    out["turns/mean"] = float(np.mean(turns))
+    for reason, count in Counter(t.stop_reason for t in batch.trajectories).items():
+        out[f"stop/{reason}"] = count / len(batch)
+    out["tokens/sampled"] = float(sum(int(t.response_mask.sum()) for t in batch.trajectories))
+    for key in ("rollout_s", "segment_s", "reward_s", "rollout_tokens_per_s"):
+        if key in batch.stats:
+            out[f"time/{key}" if key.endswith("_s") else key] = float(batch.stats[key])
+    return out
+
+
+def set_grpo_trainable(policy: Any, segmenter: Any, config: GRPOConfig) -> None:
+    """The released RL trainable set: the whole VLM (vision tower switchable), projector, SAM2 prompt encoder
+    and mask decoder; SAM2's image encoder and memory stay frozen."""
+    from training.common import set_trainable
+
+    set_trainable(policy, True)
+    set_trainable(policy.model.model.visual, config.train_vision_tower)
+    set_trainable(segmenter, False)
+    set_trainable(segmenter.sam.sam_prompt_encoder, config.train_prompt_encoder)
+    set_trainable(segmenter.sam.sam_mask_decoder, config.train_mask_decoder)
+
+
+def train(config: GRPOConfig, *, on_step: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Run GRPO as ``config`` says; returns ``{"final": path, "steps": n, "last": metrics}``."""
+    from training import checkpointing
+    from training.common import (build_optimizer, data_folders, example_index, load_start_models,
+                                 prepare_output_dir, seed_everything)
+    from training.data import load_rl_prompts
+    from training.distributed import all_reduce_mean, average_gradients, barrier, init_distributed
+    from training.logging import RunLogger
+    from training.losses import behaviour_logps, compute_grpo_loss
+    from training.rollout import collect_rollouts
+    from videoseg_o3.agent import GenerationConfig
+    from videoseg_o3.checkpoint import save_checkpoint
+    from videoseg_o3.device import resolve_device
+
+    device = resolve_device(None if config.device == "auto" else config.device)
+    info = init_distributed(device)
+    if device.type == "cuda" and info.enabled:
+        device = torch.device("cuda", info.local_rank)
+    out = Path(config.output_dir)
+    if info.is_main:
+        prepare_output_dir(config)
+        folders = data_folders(config)
+    barrier(info)
+    if not info.is_main:
+        folders = data_folders(config)
+    prompts = [p for folder in folders for p in load_rl_prompts(folder, config.rl_file)]
+    seed_everything(config.seed)
+    policy, segmenter, generation = load_start_models(config, device)
+    ref_policy = None
+    if config.beta > 0:
+        ref_policy = copy.deepcopy(policy)  # the frozen init policy, never synced
+        ref_policy.requires_grad_(False)
+        ref_policy.eval()
+    set_grpo_trainable(policy, segmenter, config)
+    model = nn.ModuleDict({"policy": policy, "segmenter": segmenter})
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer, scheduler = build_optimizer(params, config, config.max_steps * config.num_iterations)
+    protocol = config.protocol()
+    sampling = GenerationConfig(max_new_tokens=config.max_completion_length, do_sample=True,
+                                temperature=config.temperature, top_p=config.top_p, top_k=config.top_k)
+    lossc = loss_config(config)
+    weights = reward_weights(config)
+    g = config.num_generations
+    groups_per_micro = config.per_device_train_batch_size // g
+    prompts_per_step = groups_per_micro * config.gradient_accumulation_steps
+    step, samples_seen = 0, 0
+    resume_from = Path(config.resume_from_checkpoint) if config.resume_from_checkpoint else \
+        (checkpointing.latest_checkpoint(out) if config.resume else None)
+    if resume_from is not None:
+        state = checkpointing.load_training_state(resume_from, model, optimizer, scheduler)
+        step, samples_seen = int(state["step"]), int(state["samples_seen"])
+    logger = RunLogger(out, config.report_to, resume_step=step if resume_from is not None else None, enabled=info.is_main)
+    bar = None
+    if config.progress and info.is_main:
+        from tqdm import tqdm
+
+        bar = tqdm(total=config.max_steps, initial=step, desc="grpo", unit="step")
+    last: dict[str, Any] = {}
+    while step < config.max_steps:
+        t_step = time.perf_counter()
+        chosen = []
+        for _ in range(prompts_per_step):
+            chosen.append(prompts[example_index(samples_seen + info.rank, len(prompts), config.seed)])
+            samples_seen += info.world_size
+        rollout_inputs = [rollout_prompt(p) for p in chosen]
+        try:
+            batch = collect_rollouts(policy, segmenter, rollout_inputs, group_size=g, generation=sampling,
+                                     protocol=protocol, reward_weights=weights, reward_mode=config.reward_mode,
+                                     seed=config.seed * 1_000_003 + step * 1009 + info.rank * 97)
+        finally:
+            for item in rollout_inputs:
+                close = getattr(item.video, "close", None)
+                if close is not None:
+                    close()
+        batch = trainable_copies(batch)
+        metrics = step_metrics(batch)
+        t_update = time.perf_counter()
+        if config.num_iterations > 1:
+            batch.old_logps = behaviour_logps(policy, segmenter, batch, lossc)
+        sums: Counter[str] = Counter()
+        skipped = 0
+        for _ in range(config.num_iterations):
+            optimizer.zero_grad(set_to_none=True)
+            finite = True
+            for micro in range(config.gradient_accumulation_steps):
+                groups = list(range(micro * groups_per_micro, (micro + 1) * groups_per_micro))
+                loss, parts = compute_grpo_loss(policy, ref_policy, segmenter, batch.select(groups), lossc)
+                if not torch.isfinite(loss.detach()):
+                    finite = False
+                    break
+                (loss / config.gradient_accumulation_steps).backward()
+                for key, value in parts.items():
+                    sums[key] += float(value) / (config.gradient_accumulation_steps * config.num_iterations)
+            average_gradients(params, info)
+            clip = config.max_grad_norm if config.max_grad_norm > 0 else float("inf")
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip)) if finite else float("nan")
+            lr = scheduler.get_last_lr()[0]
+            finite = finite and math.isfinite(all_reduce_mean(grad_norm, info))
+            if finite:
+                optimizer.step()
+            else:  # every rank skips together: the averaged norm is non-finite on all of them
+                skipped += 1
+                optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+        step += 1
+        update_s = time.perf_counter() - t_update
+        metrics.update({k: all_reduce_mean(v, info) for k, v in sums.items()})
+        metrics.update({"lr": lr, "grad_norm": grad_norm, "skipped": skipped, "time/update_s": update_s,
+                        "time/step_s": time.perf_counter() - t_step})
+        metrics["tokens_per_s"] = metrics["tokens/sampled"] / max(metrics["time/step_s"], 1e-9)
+        last = metrics
+        if step % config.logging_steps == 0 or step == config.max_steps:
+            logger.log(step, metrics)
+        if config.save_steps and step % config.save_steps == 0 and step < config.max_steps and info.is_main:
+            checkpointing.save_training_state(out, step, model, optimizer, scheduler, samples_seen=samples_seen,
+                                              config=config.to_dict(), keep=config.save_total_limit)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(reward=f"{metrics['reward/total']:.2f}", loss=f"{metrics.get('loss', float('nan')):.3f}")
+        if on_step is not None:
+            on_step(step, metrics)
+    if bar is not None:
+        bar.close()
+    final = out / "final"
+    if info.is_main:
+        checkpointing.save_training_state(out, step, model, optimizer, scheduler, samples_seen=samples_seen,
+                                          config=config.to_dict(), keep=config.save_total_limit)
+        policy.eval()
+        segmenter.eval()
+        save_checkpoint(final, policy, segmenter, protocol, generation, overwrite=True)
+    logger.close()
+    barrier(info)
+    return {"final": final, "steps": step, "last": last}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import sys
+
+    try:
+        config = parse_config(GRPOConfig, argv)
+        result = train(config)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {result['final']} after {result['steps']} steps")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
