@@ -181,3 +181,31 @@ def test_stepwise_forcing_matches_the_agents_teacher_forcing():
     torch.testing.assert_close(stepwise.final_seg_embedding, parallel.final_seg_embedding, **tol("kv_reuse_logits"))
     # the hook is removed on exit: the policy's own choice is back
     assert not policy.model.lm_head._forward_hooks
+
+
+def test_episode_sources(tmp_path):
+    """The other inputs: a `videoseg-o3 synth` split (frames folder + its VTS-CoT turns, read from the
+    written JSON) and a user query file (relative paths, optional turns, one-line errors)."""
+    from videoseg_o3.data.synthetic import SynthConfig, generate_split
+
+    split = tmp_path / "split"
+    generate_split(split, 2, seed=1, split="test", cfg=SynthConfig(frames=(6, 6), size=(48, 48)))
+    records = json.loads((split / "vts_cot.json").read_text())
+    episodes = latency.synth_split_episodes(split, 10)
+    assert len(episodes) == len(records) >= 2
+    for episode, record in zip(episodes, records):
+        assert episode.video.is_dir() and len(list(episode.video.iterdir())) == 6
+        assert episode.query == record["exp"]
+        assert episode.turns == [c["value"] for c in record["conversations"] if c["from"] == "gpt"]
+    with pytest.raises(ValueError, match="no vts_cot.json"):
+        latency.synth_split_episodes(tmp_path, 1)
+
+    queries = tmp_path / "q.json"
+    queries.write_text(json.dumps([{"video": "clips/a.mp4", "query": "the cat"},
+                                   {"video": "/abs/b.mp4", "query": "the dog", "turns": ["t0"]}]))
+    first, second = latency.query_file_episodes(queries, None)
+    assert first.video == tmp_path / "clips" / "a.mp4" and first.turns is None and first.turns_source == "scripted"
+    assert str(second.video) == "/abs/b.mp4" and second.turns == ["t0"] and second.turns_source == "given"
+    queries.write_text(json.dumps([{"video": "a.mp4"}]))
+    with pytest.raises(ValueError, match="needs string fields 'video' and 'query'"):
+        latency.query_file_episodes(queries, None)
