@@ -339,15 +339,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="stepwise: one decode step per scripted token (generation speed); parallel: one forward per turn.")
     parser.add_argument("--queries", type=Path, default=None,
                         help='User videos: a JSON list of {"video": path, "query": text, "turns": [...] (optional)}.')
-    parser.add_argument("--data", type=Path, default=None, help="A `videoseg-o3 synth` split folder (JPEG frames + vts_cot.json).")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="A `videoseg-o3 synth` split folder (JPEG frames + vts_cot.json).")
     parser.add_argument("--videos", type=int, default=None, help="Videos to measure (default: 2 quick, 4 otherwise).")
-    parser.add_argument("--frames", type=int, default=None, help="Frames per synthetic video (default: 24 quick, 48 tiny, 100 real).")
+    parser.add_argument("--frames", type=int, default=None,
+                        help="Frames per synthetic video (default: 24 quick, 48 tiny, 100 real).")
     parser.add_argument("--height", type=int, default=None, help="Synthetic video height (default: 144 quick/tiny, 720 real).")
     parser.add_argument("--width", type=int, default=None, help="Synthetic video width (default: 256 quick/tiny, 1280 real).")
     parser.add_argument("--gop", type=int, default=12, help="Keyframe interval of the synthetic H.264 videos.")
     parser.add_argument("--bframes", type=int, default=2, help="B-frames of the synthetic H.264 videos.")
     parser.add_argument("--turns", default="3", choices=TURNS_CHOICES, help="Turns of the synthetic traces (mixed: 1-3).")
-    parser.add_argument("--decoder", default="auto", help="Video decoder backend for both protocols (auto, pyav, torchcodec, nvdec, ...).")
+    parser.add_argument("--decoder", default="auto",
+                        help="Video decoder backend for both protocols (auto, pyav, torchcodec, nvdec, ...).")
     parser.add_argument("--policy-dtype", default="auto", choices=("auto", "float32", "bfloat16"),
                         help="Policy weights' dtype, the same for both protocols (auto: bf16 on a GPU, fp32 on a CPU).")
     parser.add_argument("--preset", default=None, choices=("eval", "rl"),
@@ -387,7 +390,8 @@ def build_pipeline(args: argparse.Namespace, device: torch.device, size: str) ->
                 f"checkpoint {args.ckpt}")
     policy, segmenter = models.build_models(size, device, dtype, seed=args.seed)
     return (VideoSegO3(policy, segmenter, ProtocolConfig.preset(preset), GenerationConfig(max_new_tokens=256)),
-            f"random weights, {size} configs ({'Qwen3-VL-2B + SAM2 Hiera-L 1024 px' if size == 'real' else 'tiny Qwen3-VL + SAM2 Hiera-T 256 px'})")
+            f"random weights, {size} configs "
+            f"({'Qwen3-VL-2B + SAM2 Hiera-L 1024 px' if size == 'real' else 'tiny Qwen3-VL + SAM2 Hiera-T 256 px'})")
 
 
 def _episodes(args: argparse.Namespace) -> list[Episode]:
@@ -473,8 +477,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.warmup_frames:  # lazy initialisation, thread pools, compilation: before anything is timed
             for name, target, run_settings in settings:
+                # one forward per scripted turn is warm-up enough, except where decode steps must compile
+                common["forcing"] = args.forcing if name == "compile" else "parallel"
                 attempt(name, target, run_settings, episodes[0], args.warmup_frames)
                 bar is not None and bar.update(1)
+            common["forcing"] = args.forcing
         # protocols interleaved per video, so that a machine shared with other work slows them alike
         for episode in episodes:
             for _ in range(args.repeats):
@@ -555,7 +562,8 @@ def write_outputs(report: dict[str, Any], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "latency.json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
     cfg, machine = report["config"], report["machine"]
-    header = (f"Model: {cfg['weights']}; protocol preset: {cfg['protocol_preset']}; device: {machine['gpu'] or machine['cpu']} ({machine['cpu_cores']} cores, "
+    header = (f"Model: {cfg['weights']}; protocol preset: {cfg['protocol_preset']}; "
+              f"device: {machine['gpu'] or machine['cpu']} ({machine['cpu_cores']} cores, "
               f"{machine['torch_threads']} torch threads); episodes: {cfg['episodes']}, turns from "
               f"{', '.join(cfg['turns_source'])}; {len(cfg['videos'])} videos x {cfg['repeats']} runs; whole run "
               f"{report['wall_s']:.0f} s wall, {report.get('process_cpu_s', float('nan')):.0f} s CPU.\n\n")
