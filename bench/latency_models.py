@@ -1,0 +1,144 @@
+"""Models and backends for bench/latency.py.
+
+Latency does not depend on weight values, so the real-size configurations are built with random
+weights in code (nothing is downloaded): the Qwen3-VL-2B-Instruct architecture (28 decoder layers of
+width 2048, a 24-block vision tower of width 1024 with DeepStack taps at 5/11/17, the published
+config's numbers) and SAM2 Hiera-L at 1024 px. ``--ckpt`` measures a real checkpoint instead.
+
+Backends: ``eager`` (PyTorch as loaded), ``compile`` (``torch.compile`` on the vision tower, the language
+model and SAM2's image encoder, dynamic shapes), and the exported engines ``onnxruntime`` and ``tensorrt``,
+which are loaded through ``VideoSegO3.from_pretrained(..., backend=name)`` when the library has that
+parameter; otherwise, or when loading fails, the backend is reported as unavailable with the reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import inspect
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from videoseg_o3 import device as devices
+
+MODEL_SIZES = ("tiny", "real")
+BACKENDS = ("eager", "compile", "onnxruntime", "tensorrt")
+EXPORTED_BACKENDS = ("onnxruntime", "tensorrt")
+
+
+def qwen3_vl_2b_config() -> Any:
+    """The Qwen3-VL-2B-Instruct architecture as a transformers config (published config.json values)."""
+    from transformers import Qwen3VLConfig
+
+    text = dict(
+        vocab_size=151936, hidden_size=2048, intermediate_size=6144, num_hidden_layers=28, num_attention_heads=16,
+        num_key_value_heads=8, head_dim=128, max_position_embeddings=262144, rms_norm_eps=1e-6,
+        rope_parameters={"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [24, 20, 20],
+                         "mrope_interleaved": True},
+    )
+    vision = dict(
+        depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16, patch_size=16, spatial_merge_size=2,
+        temporal_patch_size=2, out_hidden_size=2048, num_position_embeddings=2304, deepstack_visual_indexes=[5, 11, 17],
+    )
+    return Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True)
+
+
+def build_models(size: str, device: torch.device, policy_dtype: torch.dtype, seed: int = 0) -> tuple[Any, Any]:
+    """``(policy, segmenter)`` with random weights on ``device``.
+
+    ``tiny``: the test configs (2-layer Qwen3-VL of width 64; SAM2 Hiera-T at 256 px).
+    ``real``: Qwen3-VL-2B architecture; SAM2 Hiera-L at 1024 px (built directly on ``device``).
+    """
+    from videoseg_o3.policy import SegPolicy
+    from videoseg_o3.policy.configs import model_class
+    from videoseg_o3.policy.tokenizer import build_processor
+    from videoseg_o3.segmenter import Sam2Segmenter, SegmenterConfig
+
+    if size not in MODEL_SIZES:
+        raise ValueError(f"Invalid model size ({size}). Supported values are {', '.join(MODEL_SIZES)}.")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if size == "tiny":
+            policy = SegPolicy.tiny("qwen3_vl", seed=seed, dtype=policy_dtype)
+            policy.model.to(device)
+            policy.projector.to(device)
+            seg_cfg = SegmenterConfig(model_config="sam2_hiera_t", image_size=256)
+        else:
+            with torch.device(device):
+                model = model_class("qwen3_vl")(qwen3_vl_2b_config()).to(policy_dtype)
+            policy = SegPolicy(model, build_processor("qwen3_vl"), "qwen3_vl")
+            policy.eval()
+            seg_cfg = SegmenterConfig(model_config="sam2_hiera_l", image_size=1024)
+        segmenter = Sam2Segmenter.from_config(seg_cfg, device=device)
+    return policy, segmenter
+
+
+def backend_parameter_available() -> bool:
+    """Whether this library's ``VideoSegO3.from_pretrained`` takes a ``backend`` argument."""
+    from videoseg_o3.pipeline import VideoSegO3
+
+    return "backend" in inspect.signature(VideoSegO3.from_pretrained).parameters
+
+
+def backend_status(name: str, device: torch.device) -> str | None:
+    """None when ``name`` can be tried here, else why not (the report says ``unavailable: <reason>``)."""
+    if name not in BACKENDS:
+        raise ValueError(f"Invalid backend ({name}). Supported values are {', '.join(BACKENDS)}.")
+    if name == "eager":
+        return None
+    if name == "compile":
+        return None if hasattr(torch, "compile") else f"torch {torch.__version__} has no torch.compile"
+    if not backend_parameter_available():
+        return "VideoSegO3.from_pretrained has no backend parameter in this version of the library"
+    if name == "onnxruntime" and importlib.util.find_spec("onnxruntime") is None:
+        return "onnxruntime is not installed"
+    if name == "tensorrt":
+        if importlib.util.find_spec("tensorrt") is None:
+            return "TensorRT is not installed (`import tensorrt` fails)"
+        if device.type != devices.ACCELERATOR:
+            return "TensorRT needs a CUDA device"
+    return None
+
+
+def load_exported(name: str, ckpt: Path, device: torch.device, protocol: Any, generation: Any) -> Any:
+    """``VideoSegO3.from_pretrained(ckpt, backend=name)``; exceptions propagate (the caller reports them)."""
+    from videoseg_o3.pipeline import VideoSegO3
+
+    return VideoSegO3.from_pretrained(ckpt, device=device, protocol=protocol, generation=generation, backend=name)
+
+
+class CompiledForwards:
+    """``torch.compile`` of the vision tower, the language model and SAM2's image encoder, switchable.
+
+    The compiled callables are made once and swapped in (:meth:`enable`) or out (:meth:`disable`) as
+    instance-level ``forward`` attributes, so the eager and compiled runs share weights and the compile
+    caches survive between runs. ``forward`` rather than the module is compiled so that module hooks
+    (the stage timers) stay outside the graph. SAM2's memory modules and mask decoder stay eager: small
+    per-frame graphs whose shapes change with the memory bank.
+    """
+
+    def __init__(self, policy: Any, segmenter: Any) -> None:
+        inner = policy.model.model
+        targets = [getattr(inner, name, None) for name in ("visual", "language_model")]
+        targets.append(segmenter.sam.image_encoder)
+        self.compiled = [(m, torch.compile(m.forward, dynamic=True)) for m in targets if isinstance(m, torch.nn.Module)]
+
+    def enable(self, on: bool = True) -> None:
+        for module, forward in self.compiled:
+            if on:
+                module.forward = forward
+            elif "forward" in module.__dict__:
+                del module.forward
+
+    def disable(self) -> None:
+        self.enable(False)
+
+
+def with_sam2_precision(segmenter: Any, bf16: bool) -> None:
+    """Switch SAM2's bf16 autocast on or off in place (the config field the segmenter reads per call);
+    a segmenter without that config (an exported engine has its own precision) is left as it is."""
+    config = getattr(segmenter, "config", None)
+    if dataclasses.is_dataclass(config) and hasattr(config, "autocast_bf16"):
+        segmenter.config = dataclasses.replace(config, autocast_bf16=bool(bf16))
