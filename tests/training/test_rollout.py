@@ -104,7 +104,7 @@ def test_ious_match_an_independent_decode(batch, segmenter):
             frame = int(batch.seg_frames[i][last])
             out = segmenter.decode_features(feats, emb[last:last + 1], frame_index=[at[frame]])
             # ungated: the object head says "no object", the logits are still the mask's own
-            logits = out.logits(gate_objects=False)[0].numpy()
+            logits = _one_step(out.low_res_logits, masks.shape[1:])[0]
             assert float(out.object_score_logits[0]) < 0 and logits.max() > NO_OBJECT_LOGIT
             torch.testing.assert_close(batch.seg_keyframe_logits[i][last], out.low_res_logits[0], atol=1e-4, rtol=1e-4)
             expected = _np_iou(logits > 0, masks[frame].numpy(), empty_is_one=True)
@@ -114,10 +114,19 @@ def test_ious_match_an_independent_decode(batch, segmenter):
             for j in mine:
                 dec = segmenter.decode_features(feats, emb[j:j + 1].expand(len(spatial), -1),
                                                 frame_index=[at[f] for f in spatial])
-                pred = dec.logits(gate_objects=False).numpy() > 0
+                pred = _one_step(dec.low_res_logits, masks.shape[1:]) > 0
                 per_seg.append([_np_iou(m, g, True) for m, g in zip(pred, masks[spatial].numpy())])
             np.testing.assert_allclose(batch.iou_vid[i][t].numpy(), np.mean(per_seg, axis=0), atol=1e-4)
     assert batch.trajectories[i].num_turns == 2
+
+
+def _one_step(low_res_logits: torch.Tensor, size) -> np.ndarray:
+    """The rewards' rule (released training code): the decoder's low-resolution logits, ungated, resized to
+    the ground truth's size in ONE bilinear step (inference's two-step path through SAM2's input size differs
+    along mask edges)."""
+    up = torch.nn.functional.interpolate(low_res_logits[:, None].float(), size=tuple(int(s) for s in size),
+                                         mode="bilinear", align_corners=False)
+    return up[:, 0].numpy()
 
 
 def _tiny_data():
