@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 
@@ -28,20 +29,30 @@ def test_recorded_synth_command_reproduces_the_test_split(tmp_path) -> None:
     assert record["command"].startswith("videoseg-o3 synth --out OUT --split test")
 
 
+def _kind_from_text(text: str) -> str:
+    """The query kind read off the expression with the documented grammar (videoseg_o3.data.synthetic)."""
+    if re.search(r"nearest the|closest to the|(leftmost|rightmost|highest|lowest) object", text):
+        return "spatial"
+    if re.search(r"appears|stops|leaves", text):
+        return "temporal"
+    return "referring"
+
+
 def test_query_kinds_match_the_expressions(tmp_path) -> None:
-    """Guards the per-type split: every test expression gets a kind, and the kind agrees with the ReVOS type_id
-    written by the generator (referring <-> type 0, temporal/spatial <-> type 1) -- an independent record."""
-    generate_data(tmp_path, TINY)
-    kinds = query_kinds(tmp_path, TINY, "test")
+    """Guards the per-type split: every test expression gets the kind that its text (read with the documented query
+    grammar) and its ReVOS type_id (referring <-> 0) say -- both independent of the re-drawing in ``query_kinds``."""
+    cfg = dataclasses.replace(TINY, test_videos=6, queries_per_video=3)
+    generate_data(tmp_path, cfg)
+    kinds = query_kinds(tmp_path, cfg, "test")
     meta = json.loads((tmp_path / "test" / "meta_expressions.json").read_text())["videos"]
-    seen = 0
+    seen = []
     for video_id, video in meta.items():
         for exp_id, exp in video["expressions"].items():
             kind = kinds[(video_id, exp_id)]
-            assert kind in QUERY_TYPES
+            assert kind == _kind_from_text(exp["exp"]), (exp["exp"], kind)
             assert (kind == "referring") == (int(exp["type_id"]) == 0)
-            seen += 1
-    assert seen == len(kinds) > 0
+            seen.append(kind)
+    assert len(seen) == len(kinds) and set(seen) == set(QUERY_TYPES)
 
 
 def test_ablation_table_mean_and_std_hand_worked() -> None:
