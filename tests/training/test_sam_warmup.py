@@ -62,8 +62,8 @@ def test_warmup_loss_decreases_on_a_fixed_batch() -> None:
         loss, _parts = warmup_loss(segmenter, frames, masks, config)
         optimizer.zero_grad()
         loss.backward()
-        encoder_grad = max(encoder_grad, max(float(p.grad.abs().max()) for p in segmenter.sam.image_encoder.parameters()
-                                             if p.grad is not None))
+        encoder_grad = max([encoder_grad, *(float(p.grad.abs().max()) for p in segmenter.sam.image_encoder.parameters()
+                                            if p.grad is not None)])
         optimizer.step()
         losses.append(float(loss.detach()))
     assert encoder_grad > 0.0, "no gradient reached the image encoder"
