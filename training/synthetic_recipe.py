@@ -2,7 +2,7 @@
 
     python -m training.synthetic_recipe --out runs/recipe --quick            # ~40 min target on 2 idle cores
     python -m training.synthetic_recipe --out runs/recipe --seeds 0 1 2 --ablations
-    python -m training.synthetic_recipe --out /tmp/recipe --smoke            # a minute: the whole pipeline, tiny
+    python -m training.synthetic_recipe --out /tmp/recipe --smoke            # minutes: the whole pipeline, tiny
 
 Stages:
 
@@ -63,9 +63,13 @@ class RecipeConfig:
       few template sentences, see ``videoseg_o3.data.vtscot``), so a 2-layer LM of width 64 can fit it while
       one step still takes about a second on a CPU.
     - **SAM2:** Hiera-T at 256 px, warmed up first because it starts random (see :mod:`training.sam_warmup`).
-    - **Generation:** at most ``max_new_tokens`` per turn; a synthetic turn is far shorter, so this only
-      bounds a model that never closes its tags (the untrained one).
-    - **LoRA r 16** instead of the released 128: the LM itself has width 64.
+    - **Generation:** at most ``max_new_tokens`` = 192 per turn: an assistant turn of the synthetic traces is
+      120-160 tokens of the Qwen tokenizer (its think text is a few template sentences), so 192 leaves room for a
+      trained model and bounds one that never closes its tags (the untrained one). A smaller bound would cut
+      every turn and make every episode malformed.
+    - **SFT trains the whole policy** (no LoRA, vision tower included; ``full_sft``): the tiny policy starts
+      random, and a low-rank update of random weights or a frozen random vision tower only make sense on
+      pretrained weights (the released recipe's LoRA r 128 and frozen tower assume a pretrained Qwen-VL).
 
     Only the ``videoseg-o3 synth`` knobs (frames, size, objects, queries per video) are changed from the
     generator's defaults, so that the recorded command reproduces the data exactly.
@@ -84,12 +88,14 @@ class RecipeConfig:
     sft_steps: int = 1200
     sft_learning_rate: float = 1e-3
     sft_grad_accum: int = 2
+    full_sft: bool = True
     lora_r: int = 16
+    """LoRA rank when ``full_sft`` is off."""
     grpo_steps: int = 150
     grpo_learning_rate: float = 1e-5
     grpo_prompts_per_step: int = 2
     num_generations: int = 4
-    max_new_tokens: int = 96
+    max_new_tokens: int = 192
     max_turns: int = 3
     use_calibration: bool = True
     eval_val: bool = True
@@ -98,13 +104,12 @@ class RecipeConfig:
 
     @classmethod
     def preset(cls, name: str) -> "RecipeConfig":
-        """``full`` (the defaults), ``quick`` (~40 min target on 2 idle cores) or ``smoke`` (a minute: every stage
+        """``full`` (the defaults), ``quick`` (~40 min target on 2 idle cores) or ``smoke`` (minutes: every stage
         runs once at a minimal size; its numbers mean nothing)."""
         if name == "full":
             return cls()
         if name == "quick":
-            return cls(train_videos=60, val_videos=10, test_videos=15, warmup_steps=300, sft_steps=300, grpo_steps=30,
-                       max_new_tokens=80)
+            return cls(train_videos=60, val_videos=6, test_videos=12, warmup_steps=300, sft_steps=300, grpo_steps=30)
         if name == "smoke":
             return cls(train_videos=2, val_videos=1, test_videos=1, frames=(6, 6), size=(40, 40), queries_per_video=1,
                        warmup_steps=1, warmup_frames_per_step=2, sft_steps=1, sft_grad_accum=1, lora_r=4, grpo_steps=1,
@@ -199,7 +204,8 @@ def run_sft(out: Path, init: Path, data: Path, cfg: RecipeConfig, seed: int) -> 
 
     config = SFTConfig(output_dir=str(out), data=[str(data)], init=str(init), seed=seed, max_steps=cfg.sft_steps,
                        learning_rate=cfg.sft_learning_rate, gradient_accumulation_steps=cfg.sft_grad_accum,
-                       lora_r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, protocol_preset="rl", report_to=["jsonl"],
+                       use_lora=not cfg.full_sft, train_vision_tower=cfg.full_sft, lora_r=cfg.lora_r,
+                       lora_alpha=2 * cfg.lora_r, protocol_preset="rl", report_to=["jsonl"],
                        progress=False, overwrite_output_dir=True, save_total_limit=1)
     return Path(train(config)["final"])
 
@@ -268,7 +274,7 @@ def evaluate_stage(ckpt: Path, split_root: Path, kinds: dict[tuple[str, str], st
     predictor = BenchmarkPredictor(VideoSegO3.from_pretrained(ckpt, device="cpu"))
     t0 = time.perf_counter()
     result = evaluate(dataset, predictor)
-    rows = result.expressions if hasattr(result, "expressions") else result.rows
+    rows = result.expressions
     j = float(np.mean([r.J for r in rows]))
     f = float(np.mean([r.F for r in rows]))
     by_type: dict[str, dict[str, float]] = {}
@@ -377,16 +383,21 @@ def run_recipe(out: str | Path, cfg: RecipeConfig, *, seeds: Sequence[int] = (0,
 
     log("[recipe] evaluating the untrained stage")
     untrained = stage_eval(start, seeds[0], True)
+    record["stages"] = {"untrained": untrained}
+    _write_json(results_path, record)  # partial results after every stage: a long run can be read while it goes
     variants = [(cfg.max_turns, cfg.use_calibration)]
     if ablations:
         variants += [v for v in ((1, cfg.use_calibration), (cfg.max_turns, not cfg.use_calibration)) if v not in variants]
     per_seed: dict[str, dict[str, Any]] = {}
-    ablation_runs: dict[str, list[dict[str, Any]]] = {}
+    ablation_runs: dict[str, list[dict[str, Any]]] = {"sft only": []}
     for index, seed in enumerate(seeds):
         root = out if index == 0 else out / f"seed{seed}"
         log(f"[recipe] seed {seed}: SFT -> {root / 'sft'}")
         sft_final = run_sft(root / "sft", start, data / "train", cfg, seed)
         stages = {"untrained": untrained, "sft": stage_eval(sft_final, seed, True)}
+        if index == 0:
+            record["stages"] = stages
+            _write_json(results_path, record)
         for turns, calibration in variants:
             name = f"turns{turns}_cal{'on' if calibration else 'off'}"
             main_variant = (turns, calibration) == variants[0]
@@ -396,6 +407,8 @@ def run_recipe(out: str | Path, cfg: RecipeConfig, *, seeds: Sequence[int] = (0,
             entry = stage_eval(final, seed, True)
             if main_variant:
                 stages["grpo"] = entry
+                if index == 0:
+                    _write_json(results_path, record)
             ablation_runs.setdefault(name, []).append({"seed": seed, "test": entry, "val": entry.get("val")})
         ablation_runs.setdefault("sft only", []).append({"seed": seed, "test": stages["sft"], "val": stages["sft"].get("val")})
         per_seed[str(seed)] = stages
