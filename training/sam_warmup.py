@@ -1,6 +1,6 @@
 """Warm up a randomly initialised tiny SAM2 on synthetic frames and masks, before any policy training.
 
-Real users start from a pretrained SAM2 (``videoseg-o3 init`` / a released checkpoint) and never need
+Real users start from a pretrained SAM2 (``SegmenterConfig.checkpoint``, or a released checkpoint) and never need
 this. The embedded tiny model, however, is random: its frozen image encoder gives features that carry no
 object information, so a ``[SEG]``-prompted decoder trained on top of them (SFT trains only the decoder)
 cannot learn masks. This step trains the *whole* tiny SAM2 -- image encoder, prompt encoder and mask
@@ -8,7 +8,7 @@ decoder -- on ground-truth object masks with a prompt that does not depend on th
 encoder's own positive-point embedding at a point inside the object, passed through the same
 ``decode_features`` path that ``[SEG]`` embeddings take (one 256-d sparse token after the padding
 point). Afterwards the decoder segments "the object this token points at", the image encoder gives
-useful features, and SFT only has to teach the projector to emit such a token from the policy's
+useful features, and SFT has to teach the policy and its projector to emit such a token from the
 ``[SEG]`` hidden state.
 
 Loss: the SFT mask term (2.0 BCE + 0.5 Dice at the ground truth's resolution,

@@ -2,7 +2,7 @@
 
     python -m training.synthetic_recipe --out runs/recipe --quick            # ~40 min target on 2 idle cores
     python -m training.synthetic_recipe --out runs/recipe --seeds 0 1 2 --ablations
-    python -m training.synthetic_recipe --out /tmp/recipe --smoke            # minutes: the whole pipeline, tiny
+    python -m training.synthetic_recipe --out runs/smoke --smoke             # minutes: the whole pipeline, tiny
 
 Stages:
 
