@@ -447,6 +447,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no_calibration", action="store_true", help="Main GRPO run without SEG-aware calibration.")
     parser.add_argument("--init", default=None, help="Start from this checkpoint (e.g. pretrained SAM2) instead of the warm-up.")
     parser.add_argument("--eval_limit", type=int, default=None, help="Score only the first N expressions of each split.")
+    for name in ("warmup_steps", "sft_steps", "grpo_steps"):
+        parser.add_argument(f"--{name}", type=int, default=None, help=f"Override the preset's {name}.")
     args = parser.parse_args(argv)
     cfg = RecipeConfig.preset("smoke" if args.smoke else "quick" if args.quick else "full")
     changes: dict[str, Any] = {}
@@ -456,8 +458,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         changes["max_turns"] = args.max_turns
     if args.no_calibration:
         changes["use_calibration"] = False
-    if args.eval_limit is not None:
-        changes["eval_limit"] = args.eval_limit
+    for name in ("eval_limit", "warmup_steps", "sft_steps", "grpo_steps"):
+        value = getattr(args, name)
+        if value is not None:
+            if value < 1:
+                raise SystemExit(f"error: Invalid --{name} ({value}). Use 1 or more.")
+            changes[name] = value
     cfg = dataclasses.replace(cfg, **changes)
     try:
         run_recipe(args.out, cfg, seeds=args.seeds, ablations=args.ablations, init=args.init)

@@ -99,3 +99,13 @@ def test_smoke_recipe_end_to_end(tmp_path) -> None:
     assert (out / "grpo_turns1_calon" / "final" / "videoseg_o3.json").is_file()
     for name in ("jf_per_stage.png", "reward_per_stage.png"):
         assert (out / "plots" / name).stat().st_size > 0
+
+
+@pytest.mark.parametrize("flag", ["--max_turns", "--warmup_steps", "--sft_steps", "--grpo_steps", "--eval_limit"])
+def test_cli_rejects_non_positive_sizes(tmp_path, flag) -> None:
+    """Guards the CLI's bad-input rule: a size below 1 stops before any work with a one-line error naming the flag."""
+    from training.synthetic_recipe import main
+
+    with pytest.raises(SystemExit, match=f"Invalid {flag} \\(0\\)"):
+        main(["--out", str(tmp_path / "run"), "--smoke", flag, "0"])
+    assert not (tmp_path / "run").exists()
