@@ -11,6 +11,9 @@ point). Afterwards the decoder segments "the object this token points at", the i
 useful features, and SFT has to teach the policy and its projector to emit such a token from the
 ``[SEG]`` hidden state.
 
+Not covered: SAM2's memory attention and memory encoder (video propagation) keep their random weights;
+only the single-frame path that SFT, GRPO and the rewards use is trained.
+
 Loss: the SFT mask term (2.0 BCE + 0.5 Dice at the ground truth's resolution,
 :func:`training.losses.sft_mask_loss`). Each step reads ``frames_per_step`` frames of one video (all
 frames of a step share a size, as :class:`videoseg_o3.segmenter.FrameFeatures` requires) and one
