@@ -15,7 +15,8 @@ Not covered: SAM2's memory attention and memory encoder (video propagation) keep
 only the single-frame path that SFT, GRPO and the rewards use is trained.
 
 Loss: the SFT mask term (2.0 BCE + 0.5 Dice at the ground truth's resolution,
-:func:`training.losses.sft_mask_loss`). Each step reads ``frames_per_step`` frames of one video (all
+:func:`training.losses.sft_mask_loss`) plus a BCE that teaches the object-score head that the prompted object is
+present (that head gates video propagation). Each step reads ``frames_per_step`` frames of one video (all
 frames of a step share a size, as :class:`videoseg_o3.segmenter.FrameFeatures` requires) and one
 single-object expression, and decodes the object on each frame where it is visible.
 """
@@ -119,7 +120,7 @@ def warmup_loss(segmenter: Any, frames: np.ndarray, masks: np.ndarray, config: S
     Args:
         frames: uint8 ``(n, H, W, 3)``; masks: bool ``(n, H, W)``, each non-empty (one object per frame).
     Returns:
-        ``(loss, {"mask_bce", "mask_dice", "iou"})``; ``iou`` is the mean hard IoU at the masks' resolution.
+        ``(loss, {"mask_bce", "mask_dice", "object_score_bce", "iou"})``; ``iou`` is the mean hard IoU at the masks' resolution.
     """
     from training.losses import sft_mask_loss
     from videoseg_o3.segmenter.model import upsample_logits
@@ -129,6 +130,12 @@ def warmup_loss(segmenter: Any, frames: np.ndarray, masks: np.ndarray, config: S
     prompts = point_prompts(segmenter, object_points(masks), features.frame_size)
     decoded = segmenter.decode_features(features, prompts)
     loss, parts = sft_mask_loss(decoded.low_res_logits, gt, bce_weight=config.bce_weight, dice_weight=config.dice_weight)
+    # The object-score head gates SAM2's video propagation (score <= 0: empty mask); left random it can blank every
+    # propagated frame, so it learns "the prompted object is present" on these frames (all have the object).
+    score_bce = torch.nn.functional.binary_cross_entropy_with_logits(
+        decoded.object_score_logits, torch.ones_like(decoded.object_score_logits))
+    loss = loss + score_bce
+    parts["object_score_bce"] = float(score_bce.detach())
     with torch.no_grad():
         pred = upsample_logits(decoded.low_res_logits.detach(), tuple(gt.shape[1:])) > 0
         inter = (pred & gt).flatten(1).sum(1).float()
