@@ -1,0 +1,111 @@
+"""The synthetic recipe: recorded synth arguments reproduce the data, query kinds, the ablation table, and the whole
+pipeline end to end at smoke size (results.json structure and values, loadable checkpoints, plots)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from training.synthetic_recipe import QUERY_TYPES, STAGES, RecipeConfig, ablation_table, generate_data, query_kinds
+
+TINY = dataclasses.replace(RecipeConfig.preset("smoke"), train_videos=1, val_videos=1, test_videos=2, queries_per_video=2)
+
+
+def test_recorded_synth_command_reproduces_the_test_split(tmp_path) -> None:
+    """Guards the promise of results.json: running ``videoseg-o3 synth`` with the recorded arguments renders the same
+    test expressions and masks as the recipe did (fails if the recipe changes a knob the CLI does not expose, or
+    records the wrong arguments)."""
+    record = generate_data(tmp_path / "recipe", TINY)
+    args = [a if a != str(tmp_path / "recipe") else str(tmp_path / "cli") for a in record["arguments"]["test"]]
+    subprocess.run([sys.executable, "-m", "videoseg_o3", "synth", *args, "--no-progress"], check=True,
+                   capture_output=True)
+    for name in ("meta_expressions.json", "mask_dict.json"):
+        assert (tmp_path / "cli" / "test" / name).read_text() == (tmp_path / "recipe" / "test" / name).read_text()
+    assert record["command"].startswith("videoseg-o3 synth --out OUT --split test")
+
+
+def _kind_from_text(text: str) -> str:
+    """The query kind read off the expression with the documented grammar (videoseg_o3.data.synthetic)."""
+    if re.search(r"nearest the|closest to the|(leftmost|rightmost|highest|lowest) object", text):
+        return "spatial"
+    if re.search(r"appears|stops|leaves", text):
+        return "temporal"
+    return "referring"
+
+
+def test_query_kinds_match_the_expressions(tmp_path) -> None:
+    """Guards the per-type split: every test expression gets the kind that its text (read with the documented query
+    grammar) and its ReVOS type_id (referring <-> 0) say -- both independent of the re-drawing in ``query_kinds``."""
+    cfg = dataclasses.replace(TINY, test_videos=6, queries_per_video=3)
+    generate_data(tmp_path, cfg)
+    kinds = query_kinds(tmp_path, cfg, "test")
+    meta = json.loads((tmp_path / "test" / "meta_expressions.json").read_text())["videos"]
+    seen = []
+    for video_id, video in meta.items():
+        for exp_id, exp in video["expressions"].items():
+            kind = kinds[(video_id, exp_id)]
+            assert kind == _kind_from_text(exp["exp"]), (exp["exp"], kind)
+            assert (kind == "referring") == (int(exp["type_id"]) == 0)
+            seen.append(kind)
+    assert len(seen) == len(kinds) and set(seen) == set(QUERY_TYPES)
+
+
+def test_ablation_table_mean_and_std_hand_worked() -> None:
+    """Guards the table arithmetic: J&F 0.2 and 0.4 over two seeds -> 30.0 ± 14.1 (sample std, ddof 1), and the
+    chosen-on-val mark goes on the named variant only."""
+    def run(jf: float, temporal: float) -> dict:
+        test = {"jf": jf, "by_type": {"temporal": {"jf": temporal, "count": 1}}, "turns_per_episode": 2.0, "well_formed": 1.0}
+        return {"test": test, "val": {"jf": jf}}
+
+    table = ablation_table({"a": [run(0.2, 0.1), run(0.4, 0.3)], "b": [run(0.5, 0.5)]}, chosen="b")
+    rows = table.strip().splitlines()
+    assert rows[2].startswith("| a | 2 | 30.0 ± 14.1 | 30.0 ± 14.1 | – | 20.0 ± 14.1 | – | 2.00 | 100.0 ± 0.0 |")
+    assert rows[3].startswith("| b (chosen on val) | 1 | 50.0 ± 0.0 |")
+
+
+@pytest.mark.slow
+def test_smoke_recipe_end_to_end(tmp_path) -> None:
+    """Guards the whole recipe at smoke size: results.json has every stage with J&F, J, F in [0, 1], reward terms,
+    turns and well-formed share; the ablation table is written; the SFT and GRPO checkpoints load with
+    ``VideoSegO3.from_pretrained``; the plots exist."""
+    from training.synthetic_recipe import run_recipe
+    from videoseg_o3.pipeline import VideoSegO3
+
+    out = tmp_path / "run"
+    run_recipe(out, RecipeConfig.preset("smoke"), seeds=[0], ablations=True, log=lambda *a: None)
+    results = json.loads((out / "results.json").read_text())
+    assert set(STAGES) <= set(results["stages"])
+    for stage in STAGES:
+        entry = results["stages"][stage]
+        for key in ("jf", "J", "F", "well_formed"):
+            assert 0.0 <= entry[key] <= 1.0, (stage, key, entry[key])
+        assert entry["jf"] == pytest.approx((entry["J"] + entry["F"]) / 2)
+        assert entry["turns_per_episode"] >= 1.0
+        assert "total" in entry["rewards"] and "strict_format_cot" in entry["rewards"]
+        assert 0.0 <= entry["val"]["jf"] <= 1.0
+    assert results["synth"]["command"].startswith("videoseg-o3 synth ")
+    assert results["stages_mean_std"]["grpo"]["jf"]["std"] == 0.0  # one seed
+    table = (out / "ablations.md").read_text()
+    for variant in ("turns2_calon", "turns1_calon", "turns2_caloff", "sft only"):
+        assert f"| {variant}" in table
+    assert results["ablations"]["chosen_on_val"] is not None
+    loaded = {stage: VideoSegO3.from_pretrained(out / stage / "final", device="cpu") for stage in ("sft", "grpo")}
+    assert loaded["grpo"].protocol.max_turns == 2  # the smoke preset's GRPO turns, saved with the checkpoint
+    assert (out / "grpo_turns1_calon" / "final" / "videoseg_o3.json").is_file()
+    for name in ("jf_per_stage.png", "reward_per_stage.png"):
+        assert (out / "plots" / name).stat().st_size > 0
+
+
+@pytest.mark.parametrize("flag", ["--max_turns", "--warmup_steps", "--sft_steps", "--grpo_steps", "--eval_limit"])
+def test_cli_rejects_non_positive_sizes(tmp_path, flag) -> None:
+    """Guards the CLI's bad-input rule: a size below 1 stops before any work with a one-line error naming the flag."""
+    from training.synthetic_recipe import main
+
+    with pytest.raises(SystemExit, match=f"Invalid {flag} \\(0\\)"):
+        main(["--out", str(tmp_path / "run"), "--smoke", flag, "0"])
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,477 @@
+"""SFT then GRPO on the synthetic reasoning-VOS task, evaluated on a held-out split at every stage.
+
+    python -m training.synthetic_recipe --out runs/recipe --quick            # ~40 min target on 2 idle cores
+    python -m training.synthetic_recipe --out runs/recipe --seeds 0 1 2 --ablations
+    python -m training.synthetic_recipe --out runs/smoke --smoke             # minutes: the whole pipeline, tiny
+
+Stages:
+
+1. **Data**: train / val / test splits of :mod:`videoseg_o3.data.synthetic` (ReVOS layout, VTS-CoT and RL
+   records). The exact ``videoseg-o3 synth`` arguments are written to ``results.json``; drawing the same
+   distribution with another ``--seed`` gives a fresh test split.
+2. **SAM2 warm-up** (:mod:`training.sam_warmup`): the embedded tiny SAM2 is random, so its whole network is
+   first trained on the synthetic masks with a point prompt; the result (random policy + warmed SAM2) is
+   ``OUT/init``, the *untrained* stage. Real users start from a pretrained SAM2 instead and skip this
+   (``--init CKPT``).
+3. **SFT** (:func:`training.sft.train`) -> ``OUT/sft/final``; 4. **GRPO** (:func:`training.grpo.train`) ->
+   ``OUT/grpo/final``.
+5. **Evaluation** of each stage on the test split (and val): J&F / J / F with
+   :func:`videoseg_o3.evaluation.evaluate` on the full pipeline's masks (``VideoSegO3`` +
+   ``BenchmarkPredictor``), split by query kind (referring incl. multi-target / temporal / spatial), turns
+   per episode and the share of well-formed episodes (ended by an answer); the mean of each reward term from
+   one greedy rollout per test prompt (:func:`training.rollout.collect_rollouts`).
+
+``OUT/results.json`` holds one entry per stage; ``OUT/plots/`` the J&F and reward per stage. With
+``--ablations`` every seed also runs GRPO with 1 turn instead of 3 and without SEG-aware calibration, and
+``OUT/ablations.md`` tabulates mean +- std over seeds on the test split by query kind. Which variant is
+reported as the chosen one is decided on val J&F, never on test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["RecipeConfig", "evaluate_stage", "generate_data", "main", "query_kinds", "run_recipe", "synth_arguments"]
+
+QUERY_TYPES = ("referring", "temporal", "spatial")
+STAGES = ("untrained", "sft", "grpo")
+
+
+@dataclass
+class RecipeConfig:
+    """Task difficulty, model size and training budget of the recipe.
+
+    Why these values (the CPU is the constraint: 2 cores, no GPU):
+
+    - **Frames 8-12, side 48-64 px, 2-3 objects.** Temporal and spatial queries need several frames (an
+      object stops, leaves, appears later), so videos keep 8-12 frames; fewer objects than the library default
+      (2-4) keep every query answerable from the 10 turn-0 frames of the RL protocol. 48-64 px is enough for
+      the shapes to stay distinct after JPEG and SAM2's 256 px resize, and keeps frame reading cheap.
+    - **Policy width:** the library's tiny Qwen3-VL (hidden 64, 2 layers, the real Qwen tokenizer). The think
+      text of the synthetic traces is written from a small closed grammar (object names, frame numbers and a
+      few template sentences, see ``videoseg_o3.data.vtscot``), so a 2-layer LM of width 64 can fit it while
+      one step still takes about a second on a CPU.
+    - **SAM2:** Hiera-T at 256 px, warmed up first because it starts random (see :mod:`training.sam_warmup`).
+    - **Generation:** at most ``max_new_tokens`` = 192 per turn: an assistant turn of the synthetic traces is
+      120-160 tokens of the Qwen tokenizer (its think text is a few template sentences), so 192 leaves room for a
+      trained model and bounds one that never closes its tags (the untrained one). A smaller bound would cut
+      every turn and make every episode malformed.
+    - **SFT trains the whole policy** (no LoRA, vision tower included; ``full_sft``): the tiny policy starts
+      random, and a low-rank update of random weights or a frozen random vision tower only make sense on
+      pretrained weights (the released recipe's LoRA r 128 and frozen tower assume a pretrained Qwen-VL).
+
+    Only the ``videoseg-o3 synth`` knobs (frames, size, objects, queries per video) are changed from the
+    generator's defaults, so that the recorded command reproduces the data exactly.
+    """
+
+    train_videos: int = 200
+    val_videos: int = 30
+    test_videos: int = 40
+    frames: tuple[int, int] = (8, 12)
+    size: tuple[int, int] = (48, 64)
+    objects: tuple[int, int] = (2, 3)
+    queries_per_video: int = 3
+    data_seed: int = 0
+    warmup_steps: int = 1500
+    warmup_frames_per_step: int = 4
+    sft_steps: int = 1200
+    sft_learning_rate: float = 1e-3
+    sft_grad_accum: int = 2
+    full_sft: bool = True
+    lora_r: int = 16
+    """LoRA rank when ``full_sft`` is off."""
+    grpo_steps: int = 150
+    grpo_learning_rate: float = 1e-5
+    grpo_prompts_per_step: int = 2
+    num_generations: int = 4
+    max_new_tokens: int = 192
+    max_turns: int = 3
+    use_calibration: bool = True
+    eval_val: bool = True
+    eval_limit: int | None = None
+    """Score only the first N expressions of each split (None: all)."""
+
+    @classmethod
+    def preset(cls, name: str) -> "RecipeConfig":
+        """``full`` (the defaults), ``quick`` (~40 min target on 2 idle cores) or ``smoke`` (minutes: every stage
+        runs once at a minimal size; its numbers mean nothing)."""
+        if name == "full":
+            return cls()
+        if name == "quick":
+            return cls(train_videos=60, val_videos=6, test_videos=12, warmup_steps=300, sft_steps=300, grpo_steps=30)
+        if name == "smoke":
+            return cls(train_videos=2, val_videos=1, test_videos=1, frames=(6, 6), size=(40, 40), queries_per_video=1,
+                       warmup_steps=1, warmup_frames_per_step=2, sft_steps=1, sft_grad_accum=1, lora_r=4, grpo_steps=1,
+                       grpo_prompts_per_step=1, num_generations=2, max_new_tokens=6, max_turns=2)
+        raise ValueError(f"Invalid preset ({name}). Supported values are full, quick, smoke.")
+
+
+# -- data --------------------------------------------------------------------------------------------------
+
+def _synth_config(cfg: RecipeConfig) -> Any:
+    from videoseg_o3.data.synthetic import SynthConfig
+
+    return SynthConfig(frames=tuple(cfg.frames), size=tuple(cfg.size), objects=tuple(cfg.objects),
+                       queries_per_video=cfg.queries_per_video)
+
+
+def synth_arguments(cfg: RecipeConfig, split: str, out: str, seed: int | None = None) -> list[str]:
+    """The ``videoseg-o3 synth`` arguments that render ``split`` of this recipe (same frames, masks, queries)."""
+    videos = {"train": cfg.train_videos, "val": cfg.val_videos, "test": cfg.test_videos}[split]
+    return ["--out", out, "--split", split, "--videos", str(videos), "--seed", str(cfg.data_seed if seed is None else seed),
+            "--frames", f"{cfg.frames[0]}-{cfg.frames[1]}", "--size", f"{cfg.size[0]}-{cfg.size[1]}",
+            "--objects", f"{cfg.objects[0]}-{cfg.objects[1]}", "--queries-per-video", str(cfg.queries_per_video)]
+
+
+def generate_data(root: Path, cfg: RecipeConfig) -> dict[str, Any]:
+    """Render train / val / test into ``root/<split>``; returns the record for ``results.json``.
+
+    The VTS-CoT records are written for the trainers' RL protocol preset (what they read); frames, masks and
+    expressions equal what ``videoseg-o3 synth`` writes with the recorded arguments.
+    """
+    from videoseg_o3.data.synthetic import generate_split
+    from videoseg_o3.protocol import ProtocolConfig
+
+    synth = _synth_config(cfg)
+    info = {}
+    for split, videos in (("train", cfg.train_videos), ("val", cfg.val_videos), ("test", cfg.test_videos)):
+        if not (root / split / "synth_info.json").is_file():
+            generate_split(root / split, videos, seed=cfg.data_seed, split=split, cfg=synth,
+                           protocol=ProtocolConfig.preset("rl"))
+        info[split] = json.loads((root / split / "synth_info.json").read_text())
+    return {
+        "command": "videoseg-o3 synth " + " ".join(synth_arguments(cfg, "test", "OUT")),
+        "arguments": {split: synth_arguments(cfg, split, str(root)) for split in ("train", "val", "test")},
+        "fresh_test_split": "videoseg-o3 synth " + " ".join(synth_arguments(cfg, "test", "OUT", seed=cfg.data_seed + 1000)),
+        "config": info["test"]["config"],
+        "counts": {split: {k: info[split][k] for k in ("videos", "expressions", "referring", "reasoning", "frames")}
+                   for split in info},
+    }
+
+
+def query_kinds(root: Path, cfg: RecipeConfig, split: str) -> dict[tuple[str, str], str]:
+    """``(video_id, expression_id) -> referring | temporal | spatial`` (multi-target counts as referring), found
+    by re-drawing the split's queries from their deterministic random streams."""
+    from videoseg_o3.data.synthetic import render_video, video_rng
+
+    count = json.loads((root / split / "synth_info.json").read_text())["videos"]
+    synth = _synth_config(cfg)
+    kinds = {}
+    for index in range(count):
+        video = render_video(video_rng(cfg.data_seed, split, index), synth, f"{split}_{index:05d}")
+        for exp_id, query in enumerate(video.queries):
+            kinds[(video.video_id, str(exp_id))] = "referring" if query.kind == "multi" else query.kind
+    return kinds
+
+
+# -- stages ------------------------------------------------------------------------------------------------
+
+def build_init(path: Path, data: Path, cfg: RecipeConfig, *, log: Any = print) -> dict[str, Any]:
+    """The untrained stage: tiny random policy + SAM2 warmed up on ``data`` (see :mod:`training.sam_warmup`)."""
+    from training.common import load_start_models
+    from training.sam_warmup import SamWarmupConfig, warm_up
+    from videoseg_o3.agent.generation import GenerationConfig
+    from videoseg_o3.checkpoint import save_checkpoint
+    from videoseg_o3.protocol import ProtocolConfig
+
+    class _Start:
+        init = None
+
+    policy, segmenter, _ = load_start_models(_Start(), torch.device("cpu"))
+    every = max(1, cfg.warmup_steps // 10)
+    summary = warm_up(segmenter, data, SamWarmupConfig(steps=cfg.warmup_steps, frames_per_step=cfg.warmup_frames_per_step),
+                      on_step=lambda s, m: log(f"sam warm-up step {s}: loss {m['loss']:.4f} iou {m['iou']:.3f}")
+                      if s % every == 0 else None)
+    protocol = dataclasses.replace(ProtocolConfig.preset("rl"), max_turns=cfg.max_turns)
+    save_checkpoint(path, policy, segmenter, protocol, GenerationConfig(max_new_tokens=cfg.max_new_tokens), overwrite=True)
+    return summary
+
+
+def run_sft(out: Path, init: Path, data: Path, cfg: RecipeConfig, seed: int) -> Path:
+    from training.config import SFTConfig
+    from training.sft import train
+
+    config = SFTConfig(output_dir=str(out), data=[str(data)], init=str(init), seed=seed, max_steps=cfg.sft_steps,
+                       learning_rate=cfg.sft_learning_rate, gradient_accumulation_steps=cfg.sft_grad_accum,
+                       use_lora=not cfg.full_sft, train_vision_tower=cfg.full_sft, lora_r=cfg.lora_r,
+                       lora_alpha=2 * cfg.lora_r, protocol_preset="rl", report_to=["jsonl"],
+                       progress=False, overwrite_output_dir=True, save_total_limit=1)
+    return Path(train(config)["final"])
+
+
+def run_grpo(out: Path, init: Path, data: Path, cfg: RecipeConfig, seed: int, *, max_turns: int,
+             calibration: bool) -> Path:
+    from training.config import GRPOConfig
+    from training.grpo import train
+
+    config = GRPOConfig(output_dir=str(out), data=[str(data)], init=str(init), seed=seed, max_steps=cfg.grpo_steps,
+                        learning_rate=cfg.grpo_learning_rate, num_generations=cfg.num_generations,
+                        per_device_train_batch_size=cfg.num_generations,
+                        gradient_accumulation_steps=cfg.grpo_prompts_per_step, max_completion_length=cfg.max_new_tokens,
+                        max_turns=max_turns, use_calibration=calibration, protocol_preset="rl", report_to=["jsonl"],
+                        progress=False, overwrite_output_dir=True, save_total_limit=1)
+    return Path(train(config)["final"])
+
+
+def _rollout_stats(ckpt: Path, split_root: Path, limit: int | None, seed: int) -> dict[str, float]:
+    """Mean of each reward term over one greedy rollout per prompt of the split."""
+    from training.data import DataFolder, load_rl_prompts
+    from training.grpo import rollout_prompt
+    from training.rollout import collect_rollouts
+    from videoseg_o3.agent import GenerationConfig
+    from videoseg_o3.checkpoint import load_checkpoint, read_checkpoint_config
+
+    saved = read_checkpoint_config(ckpt)
+    policy, segmenter, protocol = load_checkpoint(ckpt, device=torch.device("cpu"))
+    prompts = load_rl_prompts(DataFolder(split_root))
+    if limit is not None:
+        prompts = prompts[:limit]
+    generation = GenerationConfig(max_new_tokens=saved.generation.max_new_tokens, do_sample=False)
+    sums: dict[str, float] = {}
+    count = 0
+    for start in range(0, len(prompts), 4):
+        inputs = [rollout_prompt(p) for p in prompts[start:start + 4]]
+        try:
+            batch = collect_rollouts(policy, segmenter, inputs, group_size=1, generation=generation, protocol=protocol,
+                                     seed=seed)
+        finally:
+            for item in inputs:
+                close = getattr(item.video, "close", None)
+                if close is not None:
+                    close()
+        for name, values in batch.rewards.items():
+            sums[name] = sums.get(name, 0.0) + float(values.float().sum())
+        sums["total"] = sums.get("total", 0.0) + float(batch.reward.float().sum())
+        count += len(batch)
+    return {name: value / count for name, value in sums.items()}
+
+
+def evaluate_stage(ckpt: Path, split_root: Path, kinds: dict[tuple[str, str], str], *, limit: int | None = None,
+                   rewards: bool = True, seed: int = 0) -> dict[str, Any]:
+    """Score a checkpoint on a split: J&F, J, F overall and by query kind, turns, well-formed share, rewards.
+
+    ``jf`` is the mean over expressions of (J + F) / 2 (MeViS-style aggregation, so the query kinds weigh by their
+    counts; ReVOS' referring/reasoning average is kept as ``jf_revos``).
+    """
+    from videoseg_o3.data import load_benchmark
+    from videoseg_o3.evaluation import evaluate
+    from videoseg_o3.pipeline import BenchmarkPredictor, VideoSegO3
+
+    dataset = list(load_benchmark(split_root, "revos"))
+    if limit is not None:
+        dataset = dataset[:limit]
+    predictor = BenchmarkPredictor(VideoSegO3.from_pretrained(ckpt, device="cpu"))
+    t0 = time.perf_counter()
+    result = evaluate(dataset, predictor)
+    rows = result.expressions
+    j = float(np.mean([r.J for r in rows]))
+    f = float(np.mean([r.F for r in rows]))
+    by_type: dict[str, dict[str, float]] = {}
+    for kind in QUERY_TYPES:
+        chosen = [r for r in rows if kinds.get((r.video_id, r.expression_id)) == kind]
+        if chosen:
+            by_type[kind] = {"jf": float(np.mean([(r.J + r.F) / 2 for r in chosen])), "count": len(chosen)}
+    stats = predictor.stats()
+    episodes = sum(stats["stop_reasons"].values())
+    turns = sum(int(k) * v for k, v in stats["turns"].items()) / max(1, episodes)
+    entry = {"checkpoint": str(ckpt), "expressions": len(rows), "jf": (j + f) / 2, "J": j, "F": f,
+             "jf_revos": float(result.overall.JF), "by_type": by_type, "turns_per_episode": turns,
+             "well_formed": stats["stop_reasons"].get("answer", 0) / max(1, episodes), "stop_reasons": stats["stop_reasons"],
+             "eval_seconds": time.perf_counter() - t0}
+    if rewards:
+        entry["rewards"] = _rollout_stats(ckpt, split_root, limit, seed)
+    return entry
+
+
+# -- output ------------------------------------------------------------------------------------------------
+
+def write_plots(out: Path, stages: dict[str, dict[str, Any]]) -> list[Path]:
+    """``out/plots/jf_per_stage.png`` and ``out/plots/reward_per_stage.png`` (bars, one per stage)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plots = out / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    names = [s for s in STAGES if s in stages]
+    written = []
+    for key, title, file in (("jf", "held-out J&F", "jf_per_stage.png"), ("reward", "held-out mean total reward",
+                                                                            "reward_per_stage.png")):
+        values = [stages[s]["jf"] if key == "jf" else stages[s].get("rewards", {}).get("total", float("nan")) for s in names]
+        fig, ax = plt.subplots(figsize=(4, 3))
+        ax.bar(names, values, color=["#999999", "#4477aa", "#cc6677"][: len(names)])
+        ax.set_title(title)
+        if key == "jf":
+            ax.set_ylim(0, 1)
+        fig.tight_layout()
+        fig.savefig(plots / file, dpi=100)
+        plt.close(fig)
+        written.append(plots / file)
+    return written
+
+
+def _mean_std(values: Sequence[float]) -> str:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return "–"
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return f"{100 * np.mean(values):.1f} ± {100 * std:.1f}"
+
+
+def ablation_table(variants: dict[str, list[dict[str, Any]]], chosen: str | None) -> str:
+    """Markdown: one row per variant, J&F (x100) mean ± std over seeds on test, overall and by query kind."""
+    lines = ["| variant | seeds | val J&F | test J&F | referring | temporal | spatial | turns/episode | well-formed |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, runs in variants.items():
+        test = [r["test"] for r in runs]
+        val = [r["val"]["jf"] for r in runs if r.get("val")]
+        by = {k: [t["by_type"][k]["jf"] for t in test if k in t["by_type"]] for k in QUERY_TYPES}
+        mark = " (chosen on val)" if name == chosen else ""
+        lines.append(f"| {name}{mark} | {len(runs)} | {_mean_std(val)} | {_mean_std([t['jf'] for t in test])} | "
+                     f"{_mean_std(by['referring'])} | {_mean_std(by['temporal'])} | {_mean_std(by['spatial'])} | "
+                     f"{np.mean([t['turns_per_episode'] for t in test]):.2f} | {_mean_std([t['well_formed'] for t in test])} |")
+    return "\n".join(lines) + "\n"
+
+
+def _write_json(path: Path, record: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def run_recipe(out: str | Path, cfg: RecipeConfig, *, seeds: Sequence[int] = (0,), ablations: bool = False,
+               init: str | None = None, log: Any = print) -> dict[str, Any]:
+    """Run the whole recipe into ``out``; returns (and writes) the ``results.json`` record.
+
+    The first seed's checkpoints are ``out/sft/final`` and ``out/grpo/final``; further seeds go to
+    ``out/seed<N>/``; ablation variants to ``<seed dir>/grpo_turns<T>_cal<on|off>``.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    record: dict[str, Any] = {"config": dataclasses.asdict(cfg), "seeds": list(seeds)}
+    results_path = out / "results.json"
+    data = out / "data"
+    log(f"[recipe] data -> {data}")
+    record["synth"] = generate_data(data, cfg)
+    kinds = {split: query_kinds(data, cfg, split) for split in ("val", "test")}
+    limit = cfg.eval_limit
+
+    start = Path(init) if init else out / "init"
+    if init is None:
+        log("[recipe] SAM2 warm-up (random tiny SAM2; real users start from pretrained SAM2)")
+        record["sam_warmup"] = build_init(start, data / "train", cfg, log=log)
+    _write_json(results_path, record)
+
+    def stage_eval(ckpt: Path, seed: int, with_val: bool) -> dict[str, Any]:
+        entry = evaluate_stage(ckpt, data / "test", kinds["test"], limit=limit, seed=seed)
+        if with_val and cfg.eval_val:
+            entry["val"] = evaluate_stage(ckpt, data / "val", kinds["val"], limit=limit, rewards=False, seed=seed)
+        return entry
+
+    log("[recipe] evaluating the untrained stage")
+    untrained = stage_eval(start, seeds[0], True)
+    record["stages"] = {"untrained": untrained}
+    _write_json(results_path, record)  # partial results after every stage: a long run can be read while it goes
+    variants = [(cfg.max_turns, cfg.use_calibration)]
+    if ablations:
+        variants += [v for v in ((1, cfg.use_calibration), (cfg.max_turns, not cfg.use_calibration)) if v not in variants]
+    per_seed: dict[str, dict[str, Any]] = {}
+    ablation_runs: dict[str, list[dict[str, Any]]] = {"sft only": []}
+    for index, seed in enumerate(seeds):
+        root = out if index == 0 else out / f"seed{seed}"
+        log(f"[recipe] seed {seed}: SFT -> {root / 'sft'}")
+        sft_final = run_sft(root / "sft", start, data / "train", cfg, seed)
+        stages = {"untrained": untrained, "sft": stage_eval(sft_final, seed, True)}
+        if index == 0:
+            record["stages"] = stages
+            _write_json(results_path, record)
+        for turns, calibration in variants:
+            name = f"turns{turns}_cal{'on' if calibration else 'off'}"
+            main_variant = (turns, calibration) == variants[0]
+            run_dir = root / "grpo" if main_variant else root / f"grpo_{name}"
+            log(f"[recipe] seed {seed}: GRPO {name} -> {run_dir}")
+            final = run_grpo(run_dir, sft_final, data / "train", cfg, seed, max_turns=turns, calibration=calibration)
+            entry = stage_eval(final, seed, True)
+            if main_variant:
+                stages["grpo"] = entry
+                if index == 0:
+                    _write_json(results_path, record)
+            ablation_runs.setdefault(name, []).append({"seed": seed, "test": entry, "val": entry.get("val")})
+        ablation_runs.setdefault("sft only", []).append({"seed": seed, "test": stages["sft"], "val": stages["sft"].get("val")})
+        per_seed[str(seed)] = stages
+        record["per_seed"] = per_seed
+        record["stages"] = per_seed[str(seeds[0])]
+        _write_json(results_path, record)
+    record["stages_mean_std"] = {
+        stage: {key: {"mean": float(np.mean([per_seed[s][stage][key] for s in per_seed])),
+                      "std": float(np.std([per_seed[s][stage][key] for s in per_seed], ddof=1)) if len(per_seed) > 1 else 0.0}
+                for key in ("jf", "J", "F", "turns_per_episode", "well_formed")}
+        for stage in STAGES}
+    if ablations:
+        scored = {n: np.mean([r["val"]["jf"] for r in runs]) for n, runs in ablation_runs.items() if all(r.get("val") for r in runs)}
+        chosen = max(scored, key=scored.get) if scored else None
+        table = ablation_table(ablation_runs, chosen)
+        (out / "ablations.md").write_text(
+            "J&F x 100 on the test split, mean ± std over seeds " + ", ".join(map(str, seeds)) + "; the chosen variant "
+            "is the best on val.\n\n" + table)
+        record["ablations"] = {"chosen_on_val": chosen, "runs": ablation_runs}
+    record["plots"] = [str(p) for p in write_plots(out, record["stages"])]
+    record["seconds"] = time.perf_counter() - t_start
+    _write_json(results_path, record)
+    log(f"[recipe] wrote {results_path}")
+    return record
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.synthetic_recipe", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="Run directory (data, checkpoints, results.json, plots).")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="Smaller data and budgets (~40 min target on 2 idle cores).")
+    size.add_argument("--smoke", action="store_true", help="Minimal size: checks that every stage runs (numbers meaningless).")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="Training seeds (default 0).")
+    parser.add_argument("--ablations", action="store_true", help="Also GRPO with 1 turn and without calibration; writes ablations.md.")
+    parser.add_argument("--max_turns", type=int, default=None, help="Turns of the main GRPO run (default 3).")
+    parser.add_argument("--no_calibration", action="store_true", help="Main GRPO run without SEG-aware calibration.")
+    parser.add_argument("--init", default=None, help="Start from this checkpoint (e.g. pretrained SAM2) instead of the warm-up.")
+    parser.add_argument("--eval_limit", type=int, default=None, help="Score only the first N expressions of each split.")
+    for name in ("warmup_steps", "sft_steps", "grpo_steps"):
+        parser.add_argument(f"--{name}", type=int, default=None, help=f"Override the preset's {name}.")
+    args = parser.parse_args(argv)
+    cfg = RecipeConfig.preset("smoke" if args.smoke else "quick" if args.quick else "full")
+    changes: dict[str, Any] = {}
+    if args.max_turns is not None:
+        if args.max_turns < 1:
+            raise SystemExit(f"error: Invalid --max_turns ({args.max_turns}). Use 1 or more.")
+        changes["max_turns"] = args.max_turns
+    if args.no_calibration:
+        changes["use_calibration"] = False
+    for name in ("eval_limit", "warmup_steps", "sft_steps", "grpo_steps"):
+        value = getattr(args, name)
+        if value is not None:
+            if value < 1:
+                raise SystemExit(f"error: Invalid --{name} ({value}). Use 1 or more.")
+            changes[name] = value
+    cfg = dataclasses.replace(cfg, **changes)
+    try:
+        run_recipe(args.out, cfg, seeds=args.seeds, ablations=args.ablations, init=args.init)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
