@@ -129,3 +129,47 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], config: Any, total_ste
     args = (total_steps, config.lr_scheduler_type, config.warmup_ratio, config.warmup_start_factor)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, *args))
     return optimizer, scheduler
+
+
+def start_run(config: Any) -> tuple[torch.device, Any, Path, list[Any]]:
+    """What both trainers do first: pick the device, join the process group (one GPU per local rank),
+    let rank 0 prepare the output directory and any generated data, then read the data folders on every
+    rank. Returns ``(device, dist_info, output_dir, data_folders)``."""
+    from training.distributed import barrier, init_distributed
+    from videoseg_o3.device import resolve_device
+
+    device = resolve_device(None if config.device == "auto" else config.device)
+    info = init_distributed(device)
+    if device.type == "cuda" and info.enabled:
+        device = torch.device("cuda", info.local_rank)
+    folders: list[Any] = []
+    if info.is_main:
+        prepare_output_dir(config)
+        folders = data_folders(config)
+    barrier(info)  # rank 0 may have generated the data the others now read
+    if not info.is_main:
+        folders = data_folders(config)
+    return device, info, Path(config.output_dir), folders
+
+
+def resume_and_track(config: Any, out: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any, info: Any,
+                     total_steps: int, desc: str) -> tuple[int, int, Any, Any]:
+    """Restore the latest (or the named) checkpoint when resuming, then open the run's logger and progress
+    bar at that step. Returns ``(step, samples_seen, logger, bar)``; ``bar`` is None off rank 0 or when
+    progress is off."""
+    from training import checkpointing
+    from training.logging import RunLogger
+
+    step, samples_seen = 0, 0
+    resume_from = Path(config.resume_from_checkpoint) if config.resume_from_checkpoint else \
+        (checkpointing.latest_checkpoint(out) if config.resume else None)
+    if resume_from is not None:
+        state = checkpointing.load_training_state(resume_from, model, optimizer, scheduler)
+        step, samples_seen = int(state["step"]), int(state["samples_seen"])
+    logger = RunLogger(out, config.report_to, resume_step=step if resume_from is not None else None, enabled=info.is_main)
+    bar = None
+    if config.progress and info.is_main:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total_steps, initial=step, desc=desc, unit="step")
+    return step, samples_seen, logger, bar

@@ -22,7 +22,6 @@ import copy
 import math
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -118,28 +117,16 @@ def set_grpo_trainable(policy: Any, segmenter: Any, config: GRPOConfig) -> None:
 def train(config: GRPOConfig, *, on_step: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run GRPO as ``config`` says; returns ``{"final": path, "steps": n, "last": metrics}``."""
     from training import checkpointing
-    from training.common import (build_optimizer, data_folders, example_index, load_start_models,
-                                 prepare_output_dir, seed_everything)
+    from training.common import (build_optimizer, example_index, load_start_models, resume_and_track,
+                                 seed_everything, start_run)
     from training.data import load_rl_prompts
-    from training.distributed import all_reduce_mean, average_gradients, barrier, init_distributed
-    from training.logging import RunLogger
+    from training.distributed import all_reduce_mean, average_gradients, barrier
     from training.losses import behaviour_logps, compute_grpo_loss
     from training.rollout import collect_rollouts
     from videoseg_o3.agent import GenerationConfig
     from videoseg_o3.checkpoint import save_checkpoint
-    from videoseg_o3.device import resolve_device
 
-    device = resolve_device(None if config.device == "auto" else config.device)
-    info = init_distributed(device)
-    if device.type == "cuda" and info.enabled:
-        device = torch.device("cuda", info.local_rank)
-    out = Path(config.output_dir)
-    if info.is_main:
-        prepare_output_dir(config)
-        folders = data_folders(config)
-    barrier(info)
-    if not info.is_main:
-        folders = data_folders(config)
+    device, info, out, folders = start_run(config)
     prompts = [p for folder in folders for p in load_rl_prompts(folder, config.rl_file)]
     seed_everything(config.seed)
     policy, segmenter, generation = load_start_models(config, device)
@@ -161,18 +148,7 @@ def train(config: GRPOConfig, *, on_step: Callable[[int, dict[str, Any]], None] 
     g = config.num_generations
     groups_per_micro = config.per_device_train_batch_size // g
     prompts_per_step = groups_per_micro * config.gradient_accumulation_steps
-    step, samples_seen = 0, 0
-    resume_from = Path(config.resume_from_checkpoint) if config.resume_from_checkpoint else \
-        (checkpointing.latest_checkpoint(out) if config.resume else None)
-    if resume_from is not None:
-        state = checkpointing.load_training_state(resume_from, model, optimizer, scheduler)
-        step, samples_seen = int(state["step"]), int(state["samples_seen"])
-    logger = RunLogger(out, config.report_to, resume_step=step if resume_from is not None else None, enabled=info.is_main)
-    bar = None
-    if config.progress and info.is_main:
-        from tqdm import tqdm
-
-        bar = tqdm(total=config.max_steps, initial=step, desc="grpo", unit="step")
+    step, samples_seen, logger, bar = resume_and_track(config, out, model, optimizer, scheduler, info, config.max_steps, "grpo")
     last: dict[str, Any] = {}
     while step < config.max_steps:
         t_step = time.perf_counter()

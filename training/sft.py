@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
@@ -152,25 +151,13 @@ def train(config: SFTConfig, *, on_step: Callable[[int, dict[str, Any]], None] |
     ``on_step(step, metrics)`` is called after every optimizer step (and after its checkpoint is saved).
     """
     from training import checkpointing
-    from training.common import (build_optimizer, data_folders, example_index, load_start_models,
-                                 prepare_output_dir, seed_everything)
+    from training.common import (build_optimizer, example_index, load_start_models, resume_and_track,
+                                 seed_everything, start_run)
     from training.data import SftDataset
-    from training.distributed import all_reduce_mean, average_gradients, barrier, init_distributed
-    from training.logging import RunLogger
+    from training.distributed import all_reduce_mean, average_gradients, barrier
     from videoseg_o3.checkpoint import save_checkpoint
-    from videoseg_o3.device import resolve_device
 
-    device = resolve_device(None if config.device == "auto" else config.device)
-    info = init_distributed(device)
-    if device.type == "cuda" and info.enabled:
-        device = torch.device("cuda", info.local_rank)
-    out = Path(config.output_dir)
-    if info.is_main:
-        prepare_output_dir(config)
-        folders = data_folders(config)
-    barrier(info)
-    if not info.is_main:
-        folders = data_folders(config)
+    device, info, out, folders = start_run(config)
     seed_everything(config.seed)
     policy, segmenter, generation = load_start_models(config, device)
     protocol = config.protocol()
@@ -181,18 +168,7 @@ def train(config: SFTConfig, *, on_step: Callable[[int, dict[str, Any]], None] |
     steps = total_steps(config, len(dataset), info.world_size)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer, scheduler = build_optimizer(params, config, steps)
-    step, samples_seen = 0, 0
-    resume_from = Path(config.resume_from_checkpoint) if config.resume_from_checkpoint else \
-        (checkpointing.latest_checkpoint(out) if config.resume else None)
-    if resume_from is not None:
-        state = checkpointing.load_training_state(resume_from, model, optimizer, scheduler)
-        step, samples_seen = int(state["step"]), int(state["samples_seen"])
-    logger = RunLogger(out, config.report_to, resume_step=step if resume_from is not None else None, enabled=info.is_main)
-    bar = None
-    if config.progress and info.is_main:
-        from tqdm import tqdm
-
-        bar = tqdm(total=steps, initial=step, desc="sft", unit="step")
+    step, samples_seen, logger, bar = resume_and_track(config, out, model, optimizer, scheduler, info, steps, "sft")
     per_step = config.per_device_train_batch_size * config.gradient_accumulation_steps
     last: dict[str, Any] = {}
     while step < steps:

@@ -488,6 +488,17 @@ def prepare_frames(
     )
 
 
+def _check_resize_args(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> None:
+    """The argument checks both Qwen size rules share (positive ints, an ordered budget, aspect <= 200)."""
+    for name, value in (("height", height), ("width", width), ("factor", factor), ("min_pixels", min_pixels), ("max_pixels", max_pixels)):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"Invalid {name} ({value!r}). Supported values are positive ints.")
+    if min_pixels > max_pixels:
+        raise ValueError(f"Invalid pixel budget: min_pixels ({min_pixels}) > max_pixels ({max_pixels}).")
+    if max(height, width) / min(height, width) > 200:
+        raise ValueError(f"Invalid aspect ratio ({height} x {width}): the longer side may be at most 200x the shorter.")
+
+
 def qwen_resize_hw(height: int, width: int, *, factor: int = 28, min_pixels: int, max_pixels: int) -> tuple[int, int]:
     """The output size Qwen-VL processors resize an image of ``height x width`` to.
 
@@ -504,13 +515,7 @@ def qwen_resize_hw(height: int, width: int, *, factor: int = 28, min_pixels: int
     Raises:
         ValueError: non-positive sizes, ``min_pixels > max_pixels``, or an aspect ratio above 200.
     """
-    for name, value in (("height", height), ("width", width), ("factor", factor), ("min_pixels", min_pixels), ("max_pixels", max_pixels)):
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value <= 0:
-            raise ValueError(f"Invalid {name} ({value!r}). Supported values are positive ints.")
-    if min_pixels > max_pixels:
-        raise ValueError(f"Invalid pixel budget: min_pixels ({min_pixels}) > max_pixels ({max_pixels}).")
-    if max(height, width) / min(height, width) > 200:
-        raise ValueError(f"Invalid aspect ratio ({height} x {width}): the longer side may be at most 200x the shorter.")
+    _check_resize_args(height, width, factor, min_pixels, max_pixels)
     h_bar = round(height / factor) * factor
     w_bar = round(width / factor) * factor
     if h_bar * w_bar > max_pixels:
@@ -549,13 +554,7 @@ def qwen_vl_utils_resize_hw(height: int, width: int, *, factor: int = QWEN_VL_UT
     Raises:
         ValueError: non-positive sizes, ``min_pixels > max_pixels``, or an aspect ratio above 200.
     """
-    for name, value in (("height", height), ("width", width), ("factor", factor), ("min_pixels", min_pixels), ("max_pixels", max_pixels)):
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value <= 0:
-            raise ValueError(f"Invalid {name} ({value!r}). Supported values are positive ints.")
-    if min_pixels > max_pixels:
-        raise ValueError(f"Invalid pixel budget: min_pixels ({min_pixels}) > max_pixels ({max_pixels}).")
-    if max(height, width) / min(height, width) > 200:
-        raise ValueError(f"Invalid aspect ratio ({height} x {width}): the longer side may be at most 200x the shorter.")
+    _check_resize_args(height, width, factor, min_pixels, max_pixels)
     h_bar = max(factor, round(height / factor) * factor)
     w_bar = max(factor, round(width / factor) * factor)
     if h_bar * w_bar > max_pixels:
