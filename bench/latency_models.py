@@ -135,6 +135,10 @@ def ensure_export(ckpt: Path, export_dir: Path, policy_family: str, *, engines: 
 
     if (export_dir / MANIFEST_FILE).is_file():
         manifest = json.loads((export_dir / MANIFEST_FILE).read_text())
+        made_from = manifest.get("checkpoint")
+        if made_from is not None and Path(made_from).resolve() != Path(ckpt).resolve():
+            return ExportRecord("failed", str(export_dir), reason=f"the export in {export_dir} was made from "
+                                f"{made_from}, not {ckpt}; choose another --export-dir")
         return ExportRecord("existing", str(export_dir), components=sorted(manifest.get("components", {})),
                             verified=not manifest.get("verification_failed"),
                             tensorrt=manifest.get("tensorrt", {}).get("status"))

@@ -242,3 +242,22 @@ def test_episode_sources(tmp_path):
     queries.write_text(json.dumps([{"video": "a.mp4"}]))
     with pytest.raises(ValueError, match="needs string fields 'video' and 'query'"):
         latency.query_file_episodes(queries, None)
+
+
+def test_ensure_export_reuses_or_refuses(tmp_path):
+    """Before exporting: an export made from this checkpoint is reused (no cost), one made from another
+    checkpoint is refused rather than silently measured, and a non-Qwen3-VL policy gets the reason."""
+    from bench.latency_models import ensure_export
+
+    ckpt, export_dir = tmp_path / "ckpt", tmp_path / "ckpt" / "export"
+    export_dir.mkdir(parents=True)
+    (export_dir / "manifest.json").write_text(json.dumps({
+        "checkpoint": str(ckpt), "components": {"vision_encoder": {}, "language_model": {}},
+        "verification_failed": [], "tensorrt": {"status": "not built"}}))
+    reused = ensure_export(ckpt, export_dir, "qwen3_vl", engines=False)
+    assert (reused.status, reused.seconds, reused.components) == ("existing", None, ["language_model", "vision_encoder"])
+    other = ensure_export(tmp_path / "other", export_dir, "qwen3_vl", engines=False)
+    assert other.status == "failed" and "was made from" in other.reason
+    qwen25 = ensure_export(ckpt, tmp_path / "fresh", "qwen2_5_vl", engines=False)
+    assert qwen25.status == "failed" and "Qwen3-VL policies only" in qwen25.reason
+    assert not (tmp_path / "fresh").exists()
