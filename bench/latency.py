@@ -8,8 +8,9 @@ propagation) twice, on the same models and the same video:
 - **ours**: the KV cache is extended turn after turn (``mode="kv"``), only the frames the policy asks
   for are decoded (then the frames propagation needs), frame preparation is the compiled op (C++/CUDA),
   SAM2 under bf16 autocast on a GPU (fp32 on a CPU, where bf16 is slower without native support), for
-  each available backend (eager, torch.compile, and the exported onnxruntime / tensorrt engines when
-  the library can load them).
+  each available backend (eager, torch.compile, and the exported onnxruntime / tensorrt graphs: the
+  checkpoint is exported first when it has no export, timed as a one-off cost apart from the per-video
+  numbers; opt-in with ``--quick``).
 
 Results are ratios of the two. Stages per video: video decode, frame prep, vision encoder, prefill and
 decode (also per turn), SAM2 image encoding, [SEG] decode (SAM2's prompt encoder + mask decoder),
@@ -27,6 +28,7 @@ What it deliberately simplifies: random weights (latency does not depend on them
 time with device synchronisation around each stage; a warm-up on a short clip before measuring.
 
     python bench/latency.py --quick --out runs/latency            # tiny models on the CPU, < 2 minutes
+    python bench/latency.py --quick --backends eager,onnxruntime --out runs/latency   # + export, onnxruntime
     python bench/latency.py --out runs/latency                    # real-size models on a GPU (Qwen3-VL-2B, SAM2-L)
     python bench/latency.py --queries my_videos.json --ckpt CKPT --episodes free --out runs/mine
 """
@@ -260,7 +262,7 @@ def run_video(pipeline: Any, episode: Episode, settings: RunSettings, *, forcing
         "decode_tokens": int(trajectory.decode_tokens),
         "per_turn": [{
             "prefill_tokens": int(t.prefill_tokens), "decode_tokens": int(t.decode_tokens),
-            "action": t.parse.action, "frames_shown": [int(spec.index) for spec in t.frames],
+            "action": t.parse.action, "text": t.text.strip(), "frames_shown": [int(spec.index) for spec in t.frames],
             **{k: float(t.timings.get(k, 0.0)) for k in ("video_decode", "preprocess", "vision_encoder", "prefill", "decode")},
         } for t in turns],
         "stages": stages,
@@ -329,9 +331,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "auto = real on a GPU, tiny on a CPU.")
     parser.add_argument("--ckpt", type=Path, default=None, help="Measure this checkpoint instead of random weights.")
     parser.add_argument("--device", default="auto", help="auto, cpu, or a CUDA device.")
-    parser.add_argument("--backends", default="eager,compile,onnxruntime,tensorrt",
-                        help="Comma-separated backends for ours (eager, compile, onnxruntime, tensorrt). On a CPU "
-                             "compile is skipped unless --compile-on-cpu (compiling there takes minutes).")
+    parser.add_argument("--backends", default=None,
+                        help="Comma-separated backends for ours (eager, compile, onnxruntime, tensorrt; default: all, "
+                             "but with --quick eager and compile only: onnxruntime/tensorrt first export the "
+                             "checkpoint, a one-off cost of about a minute on 2 CPU cores, so --quick runs them only "
+                             "when named here). On a CPU compile is skipped unless --compile-on-cpu (compiling there "
+                             "takes minutes).")
+    parser.add_argument("--export-dir", type=Path, default=None,
+                        help="Exported graphs for onnxruntime/tensorrt (default: CKPT/export). Exported first when "
+                             "it holds no manifest.json; the export is timed as a one-off cost, not per video.")
+    parser.add_argument("--skip-export-verify", action="store_true",
+                        help="Export without the exporter's ONNX Runtime-vs-PyTorch checks (a shorter one-off cost).")
     parser.add_argument("--compile-on-cpu", action="store_true", help="Also run the compile backend on a CPU.")
     parser.add_argument("--episodes", default="forced", choices=("forced", "free"),
                         help="forced: teacher-force recorded/scripted turns; free: the policy chooses (trained checkpoints).")
@@ -406,12 +416,16 @@ def _episodes(args: argparse.Namespace) -> list[Episode]:
 def _backend_plan(args: argparse.Namespace, device: torch.device) -> dict[str, str | None]:
     """backend -> None (run it) or the reason it is not run."""
     plan: dict[str, str | None] = {}
-    for name in [b.strip() for b in args.backends.split(",") if b.strip()]:
+    requested = args.backends or ",".join(models.BACKENDS)
+    for name in [b.strip() for b in requested.split(",") if b.strip()]:
         if name not in models.BACKENDS:
             raise SystemExit(f"Invalid --backends entry ({name}). Supported values are {', '.join(models.BACKENDS)}.")
         reason = models.backend_status(name, device)
         if reason is None and name == "compile" and device.type != devices.ACCELERATOR and not args.compile_on_cpu:
             reason = "skipped on the CPU (compiling takes minutes there); pass --compile-on-cpu"
+        if reason is None and name in models.EXPORTED_BACKENDS and args.quick and args.backends is None:
+            reason = (f"opt-in with --quick (exporting the checkpoint first is a one-off cost of about a minute); "
+                      f"pass --backends eager,{name}")
         plan[name] = reason
     if "eager" not in plan:
         plan = {"eager": None, **plan}
@@ -436,18 +450,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     pipeline, weights = build_pipeline(args, device, size)
     plan = _backend_plan(args, device)
     runnable = [name for name, reason in plan.items() if reason is None]
-    ckpt_dir = None
-    pipelines: dict[str, Any] = {}
-    for name in runnable:
-        if name in ("eager", "compile"):
-            pipelines[name] = pipeline
-            continue
-        try:
-            if ckpt_dir is None:
-                ckpt_dir = args.ckpt or _save_checkpoint(pipeline, args.out / "ckpt")
-            pipelines[name] = models.load_exported(name, ckpt_dir, device, pipeline.protocol, pipeline.generation)
-        except Exception as err:  # noqa: BLE001 - any failure makes the backend unavailable, with its reason
-            plan[name] = f"loading failed: {type(err).__name__}: {err}"
+    pipelines, export_record = _graph_pipelines(args, device, pipeline, plan, runnable, progress)
     runnable = [name for name in runnable if plan[name] is None]
 
     free = args.episodes == "free"
@@ -497,6 +500,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = [r for r in runs if r["protocol"] == "reference" or r["backend"] not in failed]
 
     report = build_report(args, device, size, weights, episodes, plan, runs, time.perf_counter() - wall)
+    report["export"] = dataclasses.asdict(export_record) if export_record is not None else None
     # CPU seconds of this process beside the wall time: on a machine shared with other jobs, wall >> CPU / cores
     report["process_cpu_s"] = time.process_time() - cpu
     write_outputs(report, args.out)
@@ -504,6 +508,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"wrote {args.out / 'latency.json'}, {args.out / 'latency.md'}, {args.out / 'latency.png'} "
           f"in {report['wall_s']:.1f} s ({report['process_cpu_s']:.1f} s of CPU time)")
     return 0
+
+
+def _graph_pipelines(args: argparse.Namespace, device: torch.device, pipeline: Any, plan: dict[str, str | None],
+                     runnable: list[str], progress: bool) -> tuple[dict[str, Any], models.ExportRecord | None]:
+    """backend -> pipeline; the graph backends are exported first when the checkpoint has no export.
+
+    Unsaved random weights are saved as a checkpoint under ``--out`` first (the exporter and the graph
+    runtime read checkpoints). The export's wall time is returned in the record, apart from every
+    per-video number. A backend that cannot be exported or loaded gets its reason in ``plan``.
+    """
+    pipelines: dict[str, Any] = {name: pipeline for name in runnable if name in ("eager", "compile")}
+    graph = [name for name in runnable if name in models.EXPORTED_BACKENDS]
+    if not graph:
+        return pipelines, None
+    ckpt_dir = args.ckpt or _save_checkpoint(pipeline, args.out / "ckpt")
+    export_dir = args.export_dir or ckpt_dir / "export"
+    if progress:
+        print(f"exporting {ckpt_dir} to {export_dir} for {', '.join(graph)} (a one-off cost, timed apart)",
+              file=sys.stderr)
+    record = models.ensure_export(ckpt_dir, export_dir, pipeline.policy.family, engines="tensorrt" in graph,
+                                  verify=not args.skip_export_verify)
+    if progress:
+        print("\n".join(record.log) or f"export: {record.status}", file=sys.stderr)
+    for name in graph:
+        if record.status == "failed":
+            plan[name] = record.reason
+            continue
+        try:
+            pipelines[name] = models.load_exported(name, ckpt_dir, export_dir, device, pipeline.protocol,
+                                                   pipeline.generation)
+        except Exception as err:  # noqa: BLE001 - any failure makes the backend unavailable, with its reason
+            plan[name] = f"loading failed: {type(err).__name__}: {err}"
+    return pipelines, record
 
 
 def _save_checkpoint(pipeline: Any, path: Path) -> Path:

@@ -7,8 +7,12 @@ config's numbers) and SAM2 Hiera-L at 1024 px. ``--ckpt`` measures a real checkp
 
 Backends: ``eager`` (PyTorch as loaded), ``compile`` (``torch.compile`` on the vision tower, the language
 model and SAM2's image encoder, dynamic shapes), and the exported engines ``onnxruntime`` and ``tensorrt``,
-which are loaded through ``VideoSegO3.from_pretrained(..., backend=name)`` when the library has that
-parameter; otherwise, or when loading fails, the backend is reported as unavailable with the reason.
+which are loaded through ``VideoSegO3.from_pretrained(..., backend=name, export_dir=...)``. When the
+checkpoint has no export yet, :func:`ensure_export` makes one with the export package's Python API
+(``export.trt.export_all``, the function behind ``python -m export.trt``) and times it: a one-off cost,
+reported apart from the per-video latency. The graph backends need a Qwen3-VL policy (the only family the
+exporter supports); on any other, or when exporting or loading fails, the backend is reported as
+unavailable with the reason.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import inspect
+import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -102,11 +108,70 @@ def backend_status(name: str, device: torch.device) -> str | None:
     return None
 
 
-def load_exported(name: str, ckpt: Path, device: torch.device, protocol: Any, generation: Any) -> Any:
-    """``VideoSegO3.from_pretrained(ckpt, backend=name)``; exceptions propagate (the caller reports them)."""
+@dataclasses.dataclass
+class ExportRecord:
+    """What :func:`ensure_export` did: ``status`` is ``"exported"`` (made now, ``seconds`` long),
+    ``"existing"`` (a ``manifest.json`` was there already) or ``"failed"`` (``reason`` says why)."""
+
+    status: str
+    export_dir: str
+    seconds: float | None = None
+    components: list[str] = dataclasses.field(default_factory=list)
+    verified: bool | None = None
+    tensorrt: str | None = None
+    reason: str | None = None
+    log: list[str] = dataclasses.field(default_factory=list)
+
+
+def ensure_export(ckpt: Path, export_dir: Path, policy_family: str, *, engines: bool,
+                  verify: bool = True) -> ExportRecord:
+    """Make sure ``export_dir`` holds the graphs of ``ckpt``: reuse an existing export, else export now.
+
+    ``engines``: also build TensorRT engines (only where TensorRT and a GPU exist; the exporter says why
+    not otherwise). ``verify``: run the exporter's ONNX Runtime checks against PyTorch (part of the
+    one-off cost; a graph that fails them makes the export ``failed``).
+    """
+    from videoseg_o3.runtime import MANIFEST_FILE
+
+    if (export_dir / MANIFEST_FILE).is_file():
+        manifest = json.loads((export_dir / MANIFEST_FILE).read_text())
+        made_from = manifest.get("checkpoint")
+        if made_from is not None and Path(made_from).resolve() != Path(ckpt).resolve():
+            return ExportRecord("failed", str(export_dir), reason=f"the export in {export_dir} was made from "
+                                f"{made_from}, not {ckpt}; choose another --export-dir")
+        return ExportRecord("existing", str(export_dir), components=sorted(manifest.get("components", {})),
+                            verified=not manifest.get("verification_failed"),
+                            tensorrt=manifest.get("tensorrt", {}).get("status"))
+    if policy_family != "qwen3_vl":
+        return ExportRecord("failed", str(export_dir), reason=f"the exporter supports Qwen3-VL policies only "
+                                                              f"(this checkpoint's policy is {policy_family})")
+    from export import shapes
+    from export.trt import export_all
+
+    lines: list[str] = []
+    start = time.perf_counter()
+    try:
+        manifest = export_all(ckpt, export_dir, components=list(shapes.COMPONENTS), verify=verify,
+                              build_engines=engines, log=lines.append)
+    except (Exception, SystemExit) as err:  # noqa: BLE001 - the exporter's failures become the backend's reason
+        return ExportRecord("failed", str(export_dir), seconds=time.perf_counter() - start, log=lines,
+                            reason=f"export failed: {type(err).__name__}: {err}")
+    seconds = time.perf_counter() - start
+    failed = manifest["verification_failed"]
+    return ExportRecord("failed" if failed else "exported", str(export_dir), seconds=seconds,
+                        components=sorted(manifest["components"]), verified=not failed if verify else None,
+                        tensorrt=manifest["tensorrt"]["status"], log=lines,
+                        reason=f"graphs failed verification: {', '.join(failed)}" if failed else None)
+
+
+def load_exported(name: str, ckpt: Path, export_dir: Path, device: torch.device, protocol: Any,
+                  generation: Any) -> Any:
+    """``VideoSegO3.from_pretrained(ckpt, backend=name, export_dir=...)``; exceptions propagate (the caller
+    reports them)."""
     from videoseg_o3.pipeline import VideoSegO3
 
-    return VideoSegO3.from_pretrained(ckpt, device=device, protocol=protocol, generation=generation, backend=name)
+    return VideoSegO3.from_pretrained(ckpt, device=device, protocol=protocol, generation=generation, backend=name,
+                                      export_dir=export_dir)
 
 
 class CompiledForwards:

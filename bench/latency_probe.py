@@ -117,6 +117,7 @@ class ScriptedDecoding:
         self.turn_ids = [list(tokenizer.encode(text, add_special_tokens=False)) + [stop] for text in turns]
         self.stream = [t for ids in self.turn_ids for t in ids]
         self.cursor = 0
+        self.model = policy.model
         self.head = policy.model.lm_head
         self._handle: Any = None
 
@@ -124,7 +125,7 @@ class ScriptedDecoding:
     def longest_turn(self) -> int:
         return max((len(ids) for ids in self.turn_ids), default=1)
 
-    def _steer(self, module: torch.nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
+    def _steer(self, module: torch.nn.Module | None, args: Any, output: torch.Tensor) -> torch.Tensor:
         token = self.stream[self.cursor] if self.cursor < len(self.stream) else self.stop_id
         self.cursor += 1
         steered = torch.full_like(output, -1e4)
@@ -133,13 +134,21 @@ class ScriptedDecoding:
 
     def __enter__(self) -> "ScriptedDecoding":
         self.cursor = 0
-        self._handle = self.head.register_forward_hook(self._steer)
+        if isinstance(self.head, torch.nn.Module):
+            self._handle = self.head.register_forward_hook(self._steer)
+        else:
+            # an exported policy's LM head is a plain callable (the graph computed the logits): wrap it instead
+            head = self.head
+            self.model.lm_head = lambda *args: self._steer(None, args, head(*args))
+            self._handle = "wrapped"
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._handle is not None:
+        if self._handle == "wrapped":
+            self.model.lm_head = self.head
+        elif self._handle is not None:
             self._handle.remove()
-            self._handle = None
+        self._handle = None
 
 
 class RecordingReader:

@@ -220,6 +220,18 @@ def markdown_table(report: dict[str, Any]) -> str:
                 f"| {ref_turn['turn']} | {ref_turn['prefill_tokens']:,.0f} | {our_turn['prefill_tokens']:,.0f} | "
                 f"{_ms(ref_turn['prefill_s'])} | {_ms(our_turn['prefill_s'])} | {our_turn['decode_tokens']:,.0f} | "
                 f"{_ms(ref_turn['decode_s'])} | {_ms(our_turn['decode_s'])} |")
+    export = report.get("export")
+    if export:
+        lines.append("")
+        if export["status"] == "exported":
+            check = {True: "verified against PyTorch", False: "verification FAILED", None: "not verified"}[export["verified"]]
+            lines.append(f"One-off export (not in the per-video numbers): {export['seconds']:.1f} s for "
+                         f"{len(export['components'])} graphs ({check}; TensorRT engines: {export['tensorrt']}) "
+                         f"to {export['export_dir']}.")
+        elif export["status"] == "existing":
+            lines.append(f"Exported graphs reused from {export['export_dir']} (no export cost in this run).")
+        else:
+            lines.append(f"Export failed: {export['reason']}.")
     unavailable = [f"{n}: {e['status']}" for n, e in report["summary"]["ours"].items() if "stages_s" not in e]
     if unavailable:
         lines.append("")

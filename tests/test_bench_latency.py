@@ -1,8 +1,9 @@
 """bench/latency.py --quick end to end on tiny models: what its JSON, markdown and PNG say, checked
 against what they must say independently of the code that wrote them.
 
-The end-to-end run (two short videos, both protocols, SAM2 propagation and token-by-token decoding) takes
-about half a minute on two idle cores, so its tests are marked slow; the steering test below is not.
+The end-to-end run (two short videos, both protocols, SAM2 propagation and token-by-token decoding, with
+onnxruntime opted in: the tiny checkpoint is exported first) takes a minute or two on two idle cores, so its
+tests are marked slow and share one run; the steering test below is not.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ STAGE_SUM_ABS = TOL["bench_stage_sum_s"][0]
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("latency")
-    argv = ["--quick", "--out", str(out), "--videos", "2", "--frames", "8", "--height", "64", "--width", "96",
+    argv = ["--quick", "--backends", "eager,compile,onnxruntime,tensorrt", "--out", str(out), "--videos", "2", "--frames", "8", "--height", "64", "--width", "96",
             "--turns", "2", "--warmup-frames", "2", "--gop", "4", "--no-progress"]
     assert latency.main(argv) == 0
     return out, json.loads((out / "latency.json").read_text())
@@ -62,6 +63,37 @@ def test_backends_enumerated(quick_run):
         if backends[name] != "measured":
             assert report["summary"]["ours"][name]["status"] == backends[name]
     assert {(r["protocol"], r["backend"]) for r in report["runs"]} >= {("reference", "eager"), ("ours", "eager")}
+
+
+@pytest.mark.slow
+def test_onnxruntime_exported_once_and_matches_eager(quick_run):
+    """The graph backend: the checkpoint had no export, so the run exported it (timed once, apart from the
+    per-video latencies), measured onnxruntime like eager, and its episodes are eager's: same turn texts
+    (compared with the trace, decoded token by token), actions, frames shown and token counts per turn."""
+    import importlib.util
+
+    out, report = quick_run
+    if importlib.util.find_spec("onnxruntime") is None:
+        assert report["backends"]["onnxruntime"].startswith("unavailable: onnxruntime is not installed")
+        return
+    assert report["backends"]["onnxruntime"] == "measured"
+    export = report["export"]
+    assert export["status"] == "exported" and export["seconds"] > 0 and export["verified"] is True
+    assert (out / "ckpt" / "export" / "manifest.json").is_file()
+    assert len(export["components"]) == 6
+    md = (out / "latency.md").read_text()
+    assert "| ours: onnxruntime | speed-up |" in md and f"One-off export (not in the per-video numbers): {export['seconds']:.1f} s" in md
+    ort = {r["video"]: r for r in report["runs"] if r["protocol"] == "ours" and r["backend"] == "onnxruntime"}
+    eager = {r["video"]: r for r in report["runs"] if r["protocol"] == "ours" and r["backend"] == "eager"}
+    assert set(ort) == set(eager) and len(ort) == 2
+    keys = ("text", "action", "frames_shown", "prefill_tokens", "decode_tokens")
+    for video, run in ort.items():
+        assert run["error"] is None and run["script_followed"] is True
+        assert [{k: t[k] for k in keys} for t in run["per_turn"]] == [{k: t[k] for k in keys} for t in eager[video]["per_turn"]]
+        # each video's latency is its own stages only (the one-off export is in none of them)
+        assert math.isclose(sum(run["stages"].values()), run["latency_s"], rel_tol=0, abs_tol=STAGE_SUM_ABS)
+    ratio = report["ratios"]["onnxruntime"]
+    assert ratio["prefill_token_ratio"] == report["ratios"]["eager"]["prefill_token_ratio"]
 
 
 @pytest.mark.slow
@@ -130,6 +162,7 @@ def test_turns_are_the_ground_truth_trace_decoded_token_by_token(quick_run, tmp_
         assert [t["action"] for t in run["per_turn"]] == ["select", "answer"]
         script = traces[run["video"]]
         for turn, text in zip(run["per_turn"], script):
+            assert turn["text"] == text.strip()
             assert turn["decode_tokens"] == len(tokenizer.encode(text, add_special_tokens=False))
 
 
@@ -209,3 +242,22 @@ def test_episode_sources(tmp_path):
     queries.write_text(json.dumps([{"video": "a.mp4"}]))
     with pytest.raises(ValueError, match="needs string fields 'video' and 'query'"):
         latency.query_file_episodes(queries, None)
+
+
+def test_ensure_export_reuses_or_refuses(tmp_path):
+    """Before exporting: an export made from this checkpoint is reused (no cost), one made from another
+    checkpoint is refused rather than silently measured, and a non-Qwen3-VL policy gets the reason."""
+    from bench.latency_models import ensure_export
+
+    ckpt, export_dir = tmp_path / "ckpt", tmp_path / "ckpt" / "export"
+    export_dir.mkdir(parents=True)
+    (export_dir / "manifest.json").write_text(json.dumps({
+        "checkpoint": str(ckpt), "components": {"vision_encoder": {}, "language_model": {}},
+        "verification_failed": [], "tensorrt": {"status": "not built"}}))
+    reused = ensure_export(ckpt, export_dir, "qwen3_vl", engines=False)
+    assert (reused.status, reused.seconds, reused.components) == ("existing", None, ["language_model", "vision_encoder"])
+    other = ensure_export(tmp_path / "other", export_dir, "qwen3_vl", engines=False)
+    assert other.status == "failed" and "was made from" in other.reason
+    qwen25 = ensure_export(ckpt, tmp_path / "fresh", "qwen2_5_vl", engines=False)
+    assert qwen25.status == "failed" and "Qwen3-VL policies only" in qwen25.reason
+    assert not (tmp_path / "fresh").exists()
