@@ -173,3 +173,59 @@ def resume_and_track(config: Any, out: Path, model: torch.nn.Module, optimizer: 
 
         bar = tqdm(total=total_steps, initial=step, desc=desc, unit="step")
     return step, samples_seen, logger, bar
+
+
+def end_step(config: Any, out: Path, step: int, total_steps: int, metrics: dict[str, Any], model: torch.nn.Module,
+             optimizer: Any, scheduler: Any, samples_seen: int, info: Any, logger: Any, bar: Any,
+             postfix: dict[str, str], on_step: Any) -> None:
+    """Both trainers' bookkeeping after an optimizer step: log every ``logging_steps`` (and the last step),
+    save a resumable checkpoint every ``save_steps`` (rank 0; the last one is saved by :func:`finish_run`),
+    advance the progress bar, then call ``on_step(step, metrics)``."""
+    from training import checkpointing
+
+    if step % config.logging_steps == 0 or step == total_steps:
+        logger.log(step, metrics)
+    if config.save_steps and step % config.save_steps == 0 and step < total_steps and info.is_main:
+        checkpointing.save_training_state(out, step, model, optimizer, scheduler, samples_seen=samples_seen,
+                                          config=config.to_dict(), keep=config.save_total_limit)
+    if bar is not None:
+        bar.update(1)
+        bar.set_postfix(**postfix)
+    if on_step is not None:
+        on_step(step, metrics)
+
+
+def finish_run(config: Any, out: Path, step: int, model: torch.nn.Module, optimizer: Any, scheduler: Any,
+               samples_seen: int, info: Any, logger: Any, bar: Any, save_final: Any) -> Path:
+    """Close the run: the last resumable checkpoint and ``save_final(OUTPUT_DIR/final)`` (the project
+    checkpoint) on rank 0, then the logger; every rank waits for rank 0. Returns the final directory."""
+    from training import checkpointing
+    from training.distributed import barrier
+
+    if bar is not None:
+        bar.close()
+    final = out / "final"
+    if info.is_main:
+        checkpointing.save_training_state(out, step, model, optimizer, scheduler, samples_seen=samples_seen,
+                                          config=config.to_dict(), keep=config.save_total_limit)
+        save_final(final)
+    logger.close()
+    barrier(info)
+    return final
+
+
+def run_main(config_cls: type, train: Any, argv: Any) -> int:
+    """``python -m training.<trainer>``: parse the config, train, print where the result is; a bad config,
+    file or folder is one line on stderr and exit code 2."""
+    import sys
+
+    from training.config import parse_config
+
+    try:
+        config = parse_config(config_cls, argv)
+        result = train(config)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {result['final']} after {result['steps']} steps")
+    return 0

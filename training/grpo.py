@@ -22,13 +22,14 @@ import copy
 import math
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from training.config import GRPOConfig, parse_config
+from training.config import GRPOConfig
 
 __all__ = ["loss_config", "main", "rollout_prompt", "step_metrics", "train"]
 
@@ -116,11 +117,10 @@ def set_grpo_trainable(policy: Any, segmenter: Any, config: GRPOConfig) -> None:
 
 def train(config: GRPOConfig, *, on_step: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run GRPO as ``config`` says; returns ``{"final": path, "steps": n, "last": metrics}``."""
-    from training import checkpointing
-    from training.common import (build_optimizer, example_index, load_start_models, resume_and_track,
-                                 seed_everything, start_run)
+    from training.common import (build_optimizer, end_step, example_index, finish_run, load_start_models,
+                                 resume_and_track, seed_everything, start_run)
     from training.data import load_rl_prompts
-    from training.distributed import all_reduce_mean, average_gradients, barrier
+    from training.distributed import all_reduce_mean, average_gradients
     from training.losses import behaviour_logps, compute_grpo_loss
     from training.rollout import collect_rollouts
     from videoseg_o3.agent import GenerationConfig
@@ -203,41 +203,23 @@ def train(config: GRPOConfig, *, on_step: Callable[[int, dict[str, Any]], None] 
                         "time/step_s": time.perf_counter() - t_step})
         metrics["tokens_per_s"] = metrics["tokens/sampled"] / max(metrics["time/step_s"], 1e-9)
         last = metrics
-        if step % config.logging_steps == 0 or step == config.max_steps:
-            logger.log(step, metrics)
-        if config.save_steps and step % config.save_steps == 0 and step < config.max_steps and info.is_main:
-            checkpointing.save_training_state(out, step, model, optimizer, scheduler, samples_seen=samples_seen,
-                                              config=config.to_dict(), keep=config.save_total_limit)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(reward=f"{metrics['reward/total']:.2f}", loss=f"{metrics.get('loss', float('nan')):.3f}")
-        if on_step is not None:
-            on_step(step, metrics)
-    if bar is not None:
-        bar.close()
-    final = out / "final"
-    if info.is_main:
-        checkpointing.save_training_state(out, step, model, optimizer, scheduler, samples_seen=samples_seen,
-                                          config=config.to_dict(), keep=config.save_total_limit)
+        end_step(config, out, step, config.max_steps, metrics, model, optimizer, scheduler, samples_seen, info, logger,
+                 bar, {"reward": f"{metrics['reward/total']:.2f}", "loss": f"{metrics.get('loss', float('nan')):.3f}"},
+                 on_step)
+
+    def save_final(final: Path) -> None:
         policy.eval()
         segmenter.eval()
         save_checkpoint(final, policy, segmenter, protocol, generation, overwrite=True)
-    logger.close()
-    barrier(info)
+
+    final = finish_run(config, out, step, model, optimizer, scheduler, samples_seen, info, logger, bar, save_final)
     return {"final": final, "steps": step, "last": last}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import sys
+    from training.common import run_main
 
-    try:
-        config = parse_config(GRPOConfig, argv)
-        result = train(config)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"wrote {result['final']} after {result['steps']} steps")
-    return 0
+    return run_main(GRPOConfig, train, argv)
 
 
 if __name__ == "__main__":

@@ -22,13 +22,14 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.config import SFTConfig, parse_config
+from training.config import SFTConfig
 from training.data import IGNORE_INDEX, SftExample
 
 __all__ = ["SftModel", "main", "train"]
@@ -150,11 +151,10 @@ def train(config: SFTConfig, *, on_step: Callable[[int, dict[str, Any]], None] |
 
     ``on_step(step, metrics)`` is called after every optimizer step (and after its checkpoint is saved).
     """
-    from training import checkpointing
-    from training.common import (build_optimizer, example_index, load_start_models, resume_and_track,
-                                 seed_everything, start_run)
+    from training.common import (build_optimizer, end_step, example_index, finish_run, load_start_models,
+                                 resume_and_track, seed_everything, start_run)
     from training.data import SftDataset
-    from training.distributed import all_reduce_mean, average_gradients, barrier
+    from training.distributed import all_reduce_mean, average_gradients
     from videoseg_o3.checkpoint import save_checkpoint
 
     device, info, out, folders = start_run(config)
@@ -201,28 +201,16 @@ def train(config: SFTConfig, *, on_step: Callable[[int, dict[str, Any]], None] |
                        tokens_per_s=all_reduce_mean(tokens, info) * info.world_size / max(seconds, 1e-9),
                        epoch=samples_seen / len(dataset))
         last = metrics
-        if step % config.logging_steps == 0 or step == steps:
-            logger.log(step, metrics)
-        if config.save_steps and step % config.save_steps == 0 and step < steps and info.is_main:
-            checkpointing.save_training_state(out, step, model, optimizer, scheduler, samples_seen=samples_seen,
-                                              config=config.to_dict(), keep=config.save_total_limit)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{metrics['loss']:.3f}", lm=f"{metrics.get('lm_loss', 0.0):.3f}")
-        if on_step is not None:
-            on_step(step, metrics)
-    if bar is not None:
-        bar.close()
-    final = out / "final"
-    if info.is_main:
-        checkpointing.save_training_state(out, step, model, optimizer, scheduler, samples_seen=samples_seen,
-                                          config=config.to_dict(), keep=config.save_total_limit)
+        end_step(config, out, step, steps, metrics, model, optimizer, scheduler, samples_seen, info, logger, bar,
+                 {"loss": f"{metrics['loss']:.3f}", "lm": f"{metrics.get('lm_loss', 0.0):.3f}"}, on_step)
+
+    def save_final(final: Path) -> None:
         merged = model.merged_policy()
         merged.eval()
         segmenter.eval()
         save_checkpoint(final, merged, segmenter, protocol, generation, overwrite=True)
-    logger.close()
-    barrier(info)
+
+    final = finish_run(config, out, step, model, optimizer, scheduler, samples_seen, info, logger, bar, save_final)
     return {"final": final, "steps": step, "last": last}
 
 
@@ -231,16 +219,9 @@ def dataset_tokens(parts: dict[str, Any]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import sys
+    from training.common import run_main
 
-    try:
-        config = parse_config(SFTConfig, argv)
-        result = train(config)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"wrote {result['final']} after {result['steps']} steps")
-    return 0
+    return run_main(SFTConfig, train, argv)
 
 
 if __name__ == "__main__":
