@@ -61,24 +61,6 @@ def rollout_prompt(prompt: Any) -> Any:
                          torch.tensor(prompt.mask_existence, dtype=torch.bool), name=prompt.source)
 
 
-def trainable_copies(batch: Any) -> Any:
-    """Replace the rollout tensors that were made under ``torch.inference_mode`` (the episode loop's) by normal
-    copies: autograd refuses to save inference tensors (e.g. the ids a trained embedding looks up)."""
-    for traj in batch.trajectories:
-        for name in ("input_ids", "response_mask", "mm_token_type_ids", "image_grid_thw", "pixel_values"):
-            value = getattr(traj, name)
-            if isinstance(value, torch.Tensor) and value.is_inference():
-                setattr(traj, name, value.clone())
-    for name in ("seg_positions", "seg_turns", "seg_frames", "seg_frame_rows", "seg_keyframe_logits",
-                 "spatial_frame_rows", "gt_masks"):
-        setattr(batch, name, [v.clone() if v.is_inference() else v for v in getattr(batch, name)])
-    for features in batch.features:
-        if features.image_embed.is_inference():
-            features.image_embed = features.image_embed.clone()
-        features.high_res = [h.clone() if h.is_inference() else h for h in features.high_res]
-    return batch
-
-
 def step_metrics(batch: Any) -> dict[str, float]:
     """Per-step statistics of a rollout batch: reward terms, advantages, turns and stop reasons, timings."""
     out: dict[str, float] = {}
@@ -166,7 +148,6 @@ def train(config: GRPOConfig, *, on_step: Callable[[int, dict[str, Any]], None] 
                 close = getattr(item.video, "close", None)
                 if close is not None:
                     close()
-        batch = trainable_copies(batch)
         metrics = step_metrics(batch)
         t_update = time.perf_counter()
         if config.num_iterations > 1:

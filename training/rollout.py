@@ -212,7 +212,7 @@ def collect_rollouts(
         "sampled_tokens": float(sum(int(t.response_mask.sum()) for t in trajectories)),
         "rollout_tokens_per_s": decode_tokens / t_rollout if t_rollout > 0 else 0.0,
     }
-    return RolloutBatch(
+    return _ordinary_tensors(RolloutBatch(
         group_size=g,
         trajectories=trajectories,
         seg_positions=batch_parts["seg_positions"],
@@ -234,7 +234,26 @@ def collect_rollouts(
         temperature=float(generation.temperature) if generation.do_sample else 1.0,
         reward_mode=reward_mode,
         stats=stats,
-    )
+    ))
+
+
+def _ordinary_tensors(batch: RolloutBatch) -> RolloutBatch:
+    """Replace the tensors made under ``torch.inference_mode`` (the episode loop's and the decodes') by ordinary
+    copies, so that every caller (our trainer or an external engine) can use the batch in a training step:
+    autograd refuses to save inference tensors (e.g. the ids a trained embedding looks up)."""
+    for traj in batch.trajectories:
+        for name in ("input_ids", "response_mask", "mm_token_type_ids", "image_grid_thw", "pixel_values"):
+            value = getattr(traj, name)
+            if isinstance(value, torch.Tensor) and value.is_inference():
+                setattr(traj, name, value.clone())
+    for name in ("seg_positions", "seg_turns", "seg_frames", "seg_frame_rows", "seg_keyframe_logits",
+                 "spatial_frame_rows", "gt_masks"):
+        setattr(batch, name, [v.clone() if v.is_inference() else v for v in getattr(batch, name)])
+    for features in batch.features:
+        if features.image_embed.is_inference():
+            features.image_embed = features.image_embed.clone()
+        features.high_res = [h.clone() if h.is_inference() else h for h in features.high_res]
+    return batch
 
 
 def _decode_and_measure(policy: Any, segmenter: Any, prompts: Sequence[RolloutPrompt], trajectories: list[Trajectory],

@@ -228,3 +228,18 @@ def test_iou_aggregation_per_turn_with_a_rule_segmenter():
         assert float(batch.iou_kf[i][t]) == pytest.approx(expected_kf, abs=1e-6)
         expected_vid = np.mean([[_np_iou(pred(fracs[j]), masks[f].numpy(), True) for f in spatial] for j in mine], 0)
         np.testing.assert_allclose(batch.iou_vid[i][t].numpy(), expected_vid, atol=1e-6)
+
+
+def test_batch_holds_no_inference_tensors(batch):
+    """collect_rollouts returns ordinary tensors (the episode loop runs under torch.inference_mode, and
+    autograd refuses to save inference tensors), so any caller can train on the batch as it comes."""
+    tensors = []
+    for traj in batch.trajectories:
+        tensors += [getattr(traj, n) for n in ("input_ids", "response_mask", "mm_token_type_ids", "image_grid_thw",
+                                              "pixel_values")]
+    for name in ("seg_positions", "seg_turns", "seg_frames", "seg_frame_rows", "seg_keyframe_logits",
+                 "spatial_frame_rows", "gt_masks"):
+        tensors += list(getattr(batch, name))
+    for features in batch.features:
+        tensors += [features.image_embed, *features.high_res]
+    assert tensors and not [t for t in tensors if isinstance(t, torch.Tensor) and t.is_inference()]
