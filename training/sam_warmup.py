@@ -1,24 +1,25 @@
-"""Warm up a randomly initialised tiny SAM2 on synthetic frames and masks, before any policy training.
+"""Warm up a randomly initialised tiny SAM2 on synthetic videos and masks, before any policy training.
 
 Real users start from a pretrained SAM2 (``SegmenterConfig.checkpoint``, or a released checkpoint) and never need
-this. The embedded tiny model, however, is random: its frozen image encoder gives features that carry no
-object information, so a ``[SEG]``-prompted decoder trained on top of them (SFT trains only the decoder)
-cannot learn masks. This step trains the *whole* tiny SAM2 -- image encoder, prompt encoder and mask
-decoder -- on ground-truth object masks with a prompt that does not depend on the policy: the prompt
-encoder's own positive-point embedding at a point inside the object, passed through the same
-``decode_features`` path that ``[SEG]`` embeddings take (one 256-d sparse token after the padding
-point). Afterwards the decoder segments "the object this token points at", the image encoder gives
-useful features, and SFT has to teach the policy and its projector to emit such a token from the
-``[SEG]`` hidden state.
+this. The embedded tiny model, however, is random: its decoder cannot segment and its memory cannot track, so a
+``[SEG]``-prompted decoder trained on top of it (SFT trains only the decoder) has nothing to build on and every
+propagated mask is empty. This step trains SAM2 the way SAM2 itself is trained on video, on short clips: the
+first frame of a clip is prompted, the following frames are tracked through the memory encoder and memory
+attention (sam2's own ``track_step``, so exactly the computation of inference), and every frame's mask is
+supervised. The prompt does not depend on the policy: the prompt encoder's positive-point embedding at a point
+inside the object on the prompted frame, passed as the one extra sparse token that ``[SEG]`` embeddings are
+(after the padding point), and re-injected on the tracked frames as inference does
+(``Sam2Segmenter.propagate(reinject_prompt=True)``). The prompted frame is exactly the single-frame path that
+``Sam2Segmenter.decode_features`` runs, which SFT, GRPO and the rewards use.
 
-Not covered: SAM2's memory attention and memory encoder (video propagation) keep their random weights;
-only the single-frame path that SFT, GRPO and the rewards use is trained.
+Trained: prompt encoder, mask decoder, memory encoder, memory attention, the image encoder's neck and SAM2's
+free embeddings; the image encoder's trunk too when ``train_trunk`` is set (slower; random trunk features
+already keep colour and position, which is all the synthetic shapes need). Clips run forward or backward in
+time, as propagation does from a keyframe.
 
-Loss: the SFT mask term (2.0 BCE + 0.5 Dice at the ground truth's resolution,
-:func:`training.losses.sft_mask_loss`) plus a BCE that teaches the object-score head that the prompted object is
-present (that head gates video propagation). Each step reads ``frames_per_step`` frames of one video (all
-frames of a step share a size, as :class:`videoseg_o3.segmenter.FrameFeatures` requires) and one
-single-object expression, and decodes the object on each frame where it is visible.
+Loss per frame: the SFT mask term (2.0 BCE + 0.5 Dice at the ground truth's resolution,
+:func:`training.losses.sft_mask_loss`) plus a BCE that teaches the object-score head whether the prompted object
+is visible (it drives sam2's occlusion handling of object pointers); averaged over the clip.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-__all__ = ["SamWarmupConfig", "encode_with_grad", "object_points", "point_prompts", "warm_up", "warmup_loss"]
+__all__ = ["SamWarmupConfig", "clip_frames", "object_points", "point_prompts", "track_clip", "tracking_loss", "warm_up"]
 
 
 @dataclass
@@ -40,8 +41,10 @@ class SamWarmupConfig:
     """Settings of :func:`warm_up`.
 
     Attributes:
-        steps: optimizer steps (one video per step).
-        frames_per_step: frames of that video decoded per step (frames without the object are skipped).
+        steps: optimizer steps (one clip per step).
+        frames_per_step: frames per clip: the prompted frame and the ``frames_per_step - 1`` frames tracked after
+            it (fewer at the video's ends).
+        train_trunk: also train the image encoder's trunk (else only its neck).
         learning_rate: AdamW learning rate; 3e-4 is a usual from-scratch rate for a small ViT/ConvNet.
         weight_decay: AdamW weight decay.
         bce_weight, dice_weight: the mask loss weights (the SFT recipe's 2.0 / 0.5).
@@ -50,6 +53,7 @@ class SamWarmupConfig:
 
     steps: int = 300
     frames_per_step: int = 4
+    train_trunk: bool = False
     learning_rate: float = 3e-4
     weight_decay: float = 0.01
     bce_weight: float = 2.0
@@ -98,49 +102,125 @@ def point_prompts(segmenter: Any, points_xy: torch.Tensor, frame_size: tuple[int
     return segmenter.sam.sam_prompt_encoder._embed_points(pts, labels, pad=False)[:, 0]
 
 
-def encode_with_grad(segmenter: Any, frames: np.ndarray | torch.Tensor) -> Any:
-    """:class:`videoseg_o3.segmenter.FrameFeatures` of uint8 ``(n, H, W, 3)`` frames *with* gradients into the
-    image encoder (``Sam2Segmenter.encode_frames`` is deliberately no-grad: the encoder is frozen in SFT/RL)."""
-    from videoseg_o3.segmenter import FrameFeatures
+def clip_frames(visible: np.ndarray, num_frames: int, length: int, rng: np.random.Generator) -> tuple[list[int], bool]:
+    """A clip to track: ``(frame order, reverse)``.
 
-    frames = torch.as_tensor(np.asarray(frames))
+    The first frame is drawn among ``visible`` (the frames where the object is, so the prompt points at it); the
+    direction is forward or backward with equal chance, as propagation runs both ways from its keyframe; the clip
+    stops at the video's end. Later frames may miss the object (it left or is hidden): tracking must then give an
+    empty mask.
+    """
+    anchor = int(rng.choice(visible))
+    reverse = bool(rng.integers(2))
+    if reverse:
+        return list(range(anchor, max(-1, anchor - length), -1)), True
+    return list(range(anchor, min(num_frames, anchor + length))), False
+
+
+def _backbone_with_grad(segmenter: Any, frames: torch.Tensor, train_trunk: bool) -> tuple[list, list, list]:
+    """sam2 ``forward_image`` + ``_prepare_backbone_features`` on uint8 ``(n, H, W, 3)`` frames, with gradients
+    (through the trunk only when ``train_trunk``). Returns ``(vision_feats, vision_pos_embeds, feat_sizes)`` with
+    features laid out ``(HW, n, C)`` per level, as ``track_step`` takes them."""
     sam = segmenter.sam
-    levels = sam.num_feature_levels
-    fpn = sam.image_encoder(segmenter.prepare_frames(frames))["backbone_fpn"]
-    fpn = [f.float() for f in fpn[-levels:]]
-    embed = fpn[-1]
-    if sam.directly_add_no_mem_embed:
-        embed = embed + sam.no_mem_embed.view(1, -1, 1, 1)
-    return FrameFeatures(embed, list(fpn[:-1]), (int(frames.shape[1]), int(frames.shape[2])))
+    pixels = segmenter.prepare_frames(frames)
+    encoder = sam.image_encoder
+    with torch.set_grad_enabled(train_trunk and torch.is_grad_enabled()):
+        trunk = encoder.trunk(pixels)
+    features, pos = encoder.neck(trunk)
+    if encoder.scalp > 0:
+        features, pos = features[: -encoder.scalp], pos[: -encoder.scalp]
+    features = list(features)
+    if sam.use_high_res_features_in_sam:  # what forward_image does: the decoder's projections of levels 0 and 1
+        features[0] = sam.sam_mask_decoder.conv_s0(features[0])
+        features[1] = sam.sam_mask_decoder.conv_s1(features[1])
+    _, vision_feats, vision_pos, feat_sizes = sam._prepare_backbone_features(
+        {"backbone_fpn": features, "vision_pos_enc": list(pos)})
+    return vision_feats, vision_pos, feat_sizes
 
 
-def warmup_loss(segmenter: Any, frames: np.ndarray, masks: np.ndarray, config: SamWarmupConfig) -> tuple[torch.Tensor, dict[str, float]]:
-    """Mask loss of point-prompted single-frame decodes.
+def track_clip(segmenter: Any, frames: np.ndarray | torch.Tensor, token: torch.Tensor, order: Sequence[int], *,
+               reverse: bool, num_frames: int, train_trunk: bool = False) -> list[dict[str, torch.Tensor]]:
+    """Prompt ``order[0]`` with ``token`` and track through ``order[1:]`` with sam2's ``track_step``, differentiably.
+
+    This is the computation of :meth:`videoseg_o3.segmenter.Sam2Segmenter.propagate` (with the prompt re-injected
+    on tracked frames) for one pass, kept on the autograd graph.
 
     Args:
-        frames: uint8 ``(n, H, W, 3)``; masks: bool ``(n, H, W)``, each non-empty (one object per frame).
+        frames: uint8 ``(len(order), H, W, 3)``, the clip's frames in ``order``.
+        token: ``(1, 256)`` prompt token (a ``[SEG]`` embedding, or a point embedding from :func:`point_prompts`).
+        order: frame indices in tracking order; ``reverse``: whether that order runs backward; ``num_frames``: the
+            video's length (sam2 uses it for temporal positions).
     Returns:
-        ``(loss, {"mask_bce", "mask_dice", "object_score_bce", "iou"})``; ``iou`` is the mean hard IoU at the masks' resolution.
+        per frame of ``order``: ``{"logits": (1, S/4, S/4) float32, "object_score": (1,) float32}``.
+    """
+    sam = segmenter.sam
+    device = segmenter.device
+    feats, pos, sizes = _backbone_with_grad(segmenter, torch.as_tensor(np.asarray(frames)), train_trunk)
+    padding_point = {"point_coords": torch.zeros(1, 1, 2, device=device),
+                     "point_labels": -torch.ones(1, 1, dtype=torch.int32, device=device)}
+    memory: dict[str, dict[int, Any]] = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
+    outputs = []
+    for i, frame in enumerate(int(f) for f in order):
+        sam._active_seg_prompt = token  # the predictor's prompt-encoder hook appends it, as in propagation
+        try:
+            out = sam.track_step(frame_idx=frame, is_init_cond_frame=i == 0,
+                                 current_vision_feats=[f[:, i:i + 1] for f in feats],
+                                 current_vision_pos_embeds=[p[:, i:i + 1] for p in pos], feat_sizes=sizes,
+                                 point_inputs=padding_point if i == 0 else None, mask_inputs=None,
+                                 output_dict=memory, num_frames=num_frames, track_in_reverse=reverse,
+                                 run_mem_encoder=True)
+        finally:
+            sam._active_seg_prompt = None
+        memory["cond_frame_outputs" if i == 0 else "non_cond_frame_outputs"][frame] = out
+        outputs.append({"logits": out["pred_masks"][:, 0].float(),
+                        "object_score": out["object_score_logits"].reshape(-1)[:1].float()})
+    return outputs
+
+
+def tracking_loss(segmenter: Any, frames: np.ndarray, masks: np.ndarray, order: Sequence[int], reverse: bool,
+                  config: SamWarmupConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """Loss of prompting ``order[0]`` with a point on the object and tracking through ``order[1:]``
+    (:func:`track_clip`).
+
+    Args:
+        frames: uint8 ``(len(order), H, W, 3)``, the clip's frames in ``order``.
+        masks: bool ``(T, H, W)``, the object's masks on every frame of the video (indexed by ``order``);
+            ``masks[order[0]]`` must be non-empty.
+        order: frame indices of the clip in tracking order; ``reverse``: whether that order runs backward.
+    Returns:
+        ``(loss, {"mask_bce", "mask_dice", "object_score_bce", "iou", "anchor_iou", "tracked_iou"})``; IoUs are hard
+        IoUs at the masks' resolution (an empty prediction of an empty mask counts 1).
     """
     from training.losses import sft_mask_loss
     from videoseg_o3.segmenter.model import upsample_logits
 
+    order = [int(i) for i in order]
     gt = torch.as_tensor(np.asarray(masks), dtype=torch.bool, device=segmenter.device)
-    features = encode_with_grad(segmenter, frames)
-    prompts = point_prompts(segmenter, object_points(masks), features.frame_size)
-    decoded = segmenter.decode_features(features, prompts)
-    loss, parts = sft_mask_loss(decoded.low_res_logits, gt, bce_weight=config.bce_weight, dice_weight=config.dice_weight)
-    # The object-score head gates SAM2's video propagation (score <= 0: empty mask); left random it can blank every
-    # propagated frame, so it learns "the prompted object is present" on these frames (all have the object).
-    score_bce = torch.nn.functional.binary_cross_entropy_with_logits(
-        decoded.object_score_logits, torch.ones_like(decoded.object_score_logits))
-    loss = loss + score_bce
-    parts["object_score_bce"] = float(score_bce.detach())
-    with torch.no_grad():
-        pred = upsample_logits(decoded.low_res_logits.detach(), tuple(gt.shape[1:])) > 0
-        inter = (pred & gt).flatten(1).sum(1).float()
-        union = (pred | gt).flatten(1).sum(1).float().clamp_min(1)
-    return loss, {**parts, "iou": float((inter / union).mean())}
+    height, width = int(gt.shape[1]), int(gt.shape[2])
+    token = point_prompts(segmenter, object_points(masks[order[0]][None]), (height, width))
+    outputs = track_clip(segmenter, frames, token, order, reverse=reverse, num_frames=int(gt.shape[0]),
+                         train_trunk=config.train_trunk)
+    losses, ious = [], []
+    parts_sum = {"mask_bce": 0.0, "mask_dice": 0.0, "object_score_bce": 0.0}
+    for frame, out in zip(order, outputs):
+        target = gt[frame:frame + 1]
+        mask_loss, parts = sft_mask_loss(out["logits"], target, bce_weight=config.bce_weight,
+                                         dice_weight=config.dice_weight)
+        score_bce = torch.nn.functional.binary_cross_entropy_with_logits(
+            out["object_score"], torch.full_like(out["object_score"], float(target.any())))
+        losses.append(mask_loss + score_bce)
+        parts_sum["mask_bce"] += parts["mask_bce"]
+        parts_sum["mask_dice"] += parts["mask_dice"]
+        parts_sum["object_score_bce"] += float(score_bce.detach())
+        with torch.no_grad():
+            pred = upsample_logits(out["logits"].detach(), (height, width), via=segmenter.image_size)[0] > 0
+            union = int((pred | target[0]).sum())
+            ious.append(float((pred & target[0]).sum()) / union if union else 1.0)
+    n = len(order)
+    metrics = {k: v / n for k, v in parts_sum.items()}
+    metrics.update(iou=float(np.mean(ious)), anchor_iou=ious[0],
+                   tracked_iou=float(np.mean(ious[1:])) if n > 1 else float("nan"))
+    return torch.stack(losses).mean(), metrics
 
 
 def _single_object_records(root: Path) -> list[Any]:
@@ -152,6 +232,10 @@ def _single_object_records(root: Path) -> list[Any]:
     return records
 
 
+# Parts of SAM2 the warm-up trains besides the image encoder's neck (and its trunk when asked).
+_WARMUP_MODULES = ("sam_prompt_encoder", "sam_mask_decoder", "memory_encoder", "memory_attention")
+
+
 def warm_up(
     segmenter: Any,
     data_root: str | Path,
@@ -159,28 +243,36 @@ def warm_up(
     *,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
 ) -> dict[str, Any]:
-    """Train every weight of ``segmenter`` on the single-object expressions of a split (ReVOS layout).
+    """Train SAM2 to segment and track the single-object expressions of a split (ReVOS layout), one clip per step.
 
-    Returns ``{"steps", "first_loss", "last_loss", "first_iou", "last_iou", "seconds"}`` where first/last are
-    means over the first and last ``max(1, steps // 10)`` steps. Leaves the segmenter in eval mode with SAM2's
-    usual trainable set (prompt encoder + mask decoder; image encoder and memory frozen).
+    Returns ``{"steps", "first_loss", "last_loss", "first_iou", "last_iou", "last_anchor_iou", "last_tracked_iou",
+    "seconds"}`` where first/last are means over the first and last ``max(1, steps // 10)`` steps. Runs the model
+    in eval mode (the mode propagation runs in: no dropout, inference memory stride) with gradients on, and leaves
+    it in eval mode with SAM2's usual trainable set (prompt encoder + mask decoder).
     """
     from training.common import set_trainable
 
     records = _single_object_records(Path(data_root))
     rng = np.random.default_rng(config.seed)
-    set_trainable(segmenter, False)
     sam = segmenter.sam
-    for module in (sam.image_encoder, sam.sam_prompt_encoder, sam.sam_mask_decoder):
-        set_trainable(module, True)
-    sam.no_mem_embed.requires_grad_(True)
+    set_trainable(segmenter, False)
+    for name in _WARMUP_MODULES:
+        set_trainable(getattr(sam, name), True)
+    set_trainable(sam.image_encoder.neck, True)
+    if config.train_trunk:
+        set_trainable(sam.image_encoder.trunk, True)
+    for name, param in sam.named_parameters(recurse=False):  # no_mem_embed, maskmem_tpos_enc, no_obj_ptr, ...
+        param.requires_grad_(True)
+    for name in ("obj_ptr_proj", "obj_ptr_tpos_proj", "mask_downsample"):
+        module = getattr(sam, name, None)
+        if isinstance(module, torch.nn.Module):
+            set_trainable(module, True)
     params = [p for p in segmenter.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: 0.5 * (1.0 + math.cos(math.pi * min(1.0, s / max(1, config.steps)))))
-    segmenter.train()
-    losses: list[float] = []
-    ious: list[float] = []
+    segmenter.eval()
+    history: list[dict[str, float]] = []
     t0 = time.perf_counter()
     for step in range(config.steps):
         record = records[int(rng.integers(len(records)))]
@@ -188,25 +280,31 @@ def warm_up(
         visible = np.flatnonzero(masks.reshape(masks.shape[0], -1).any(1))
         if visible.size == 0:
             continue
-        chosen = np.sort(rng.choice(visible, size=min(config.frames_per_step, visible.size), replace=False))
-        frames = record.load_frames(chosen.tolist())
-        loss, parts = warmup_loss(segmenter, frames, masks[chosen], config)
+        order, reverse = clip_frames(visible, masks.shape[0], config.frames_per_step, rng)
+        frames = record.load_frames(order)
+        with torch.enable_grad():
+            loss, parts = tracking_loss(segmenter, frames, masks, order, reverse, config)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         scheduler.step()
-        losses.append(float(loss.detach()))
-        ious.append(parts["iou"])
+        history.append({"loss": float(loss.detach()), **parts})
         if on_step is not None:
-            on_step(step + 1, {"loss": losses[-1], **parts})
+            on_step(step + 1, history[-1])
     set_trainable(segmenter, False)
     set_trainable(sam.sam_prompt_encoder, True)
     set_trainable(sam.sam_mask_decoder, True)
     segmenter.eval()
-    k = max(1, len(losses) // 10)
-    return {"steps": len(losses), "first_loss": float(np.mean(losses[:k])), "last_loss": float(np.mean(losses[-k:])),
-            "first_iou": float(np.mean(ious[:k])), "last_iou": float(np.mean(ious[-k:])),
+    k = max(1, len(history) // 10)
+
+    def mean(key: str, rows: list[dict[str, float]]) -> float:
+        values = [r[key] for r in rows if math.isfinite(r[key])]
+        return float(np.mean(values)) if values else float("nan")
+
+    return {"steps": len(history), "first_loss": mean("loss", history[:k]), "last_loss": mean("loss", history[-k:]),
+            "first_iou": mean("iou", history[:k]), "last_iou": mean("iou", history[-k:]),
+            "last_anchor_iou": mean("anchor_iou", history[-k:]), "last_tracked_iou": mean("tracked_iou", history[-k:]),
             "seconds": time.perf_counter() - t0}
 
 

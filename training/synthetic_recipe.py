@@ -62,11 +62,16 @@ class RecipeConfig:
       text of the synthetic traces is written from a small closed grammar (object names, frame numbers and a
       few template sentences, see ``videoseg_o3.data.vtscot``), so a 2-layer LM of width 64 can fit it while
       one step still takes about a second on a CPU.
-    - **SAM2:** Hiera-T at 256 px, warmed up first because it starts random (see :mod:`training.sam_warmup`).
-    - **Generation:** at most ``max_new_tokens`` = 192 per turn: an assistant turn of the synthetic traces is
-      120-160 tokens of the Qwen tokenizer (its think text is a few template sentences), so 192 leaves room for a
-      trained model and bounds one that never closes its tags (the untrained one). A smaller bound would cut
-      every turn and make every episode malformed.
+    - **Think text: terse notes** (``videoseg-o3 synth --think terse``): the three reasoning steps as a few words
+      each ("frames 0-11.", "frame 5, centre.", "temporal."), the same facts as the full sentences. An assistant
+      turn is then about 65 tokens of the Qwen tokenizer instead of 120-160, which halves SFT's sequence length
+      and GRPO's decoding, the two costs that bound a CPU run.
+    - **SAM2: a shortened Hiera-T at 128 px** (trunk stages 1-1-2-1 instead of 1-2-7-2, 22.5 M parameters instead
+      of 38.9 M, about 4x less compute per frame than Hiera-T at 256 px). 128 px is still twice the frame side,
+      and SAM2's memory, prompt encoder and decoder are unchanged. It starts random, so it is warmed up first on
+      the training videos, tracking included (see :mod:`training.sam_warmup`).
+    - **Generation:** at most ``max_new_tokens`` = 96 per turn: room above the ~65 tokens of a terse turn for a
+      trained model, and a bound on one that never closes its tags (the untrained one).
     - **SFT trains the whole policy** (no LoRA, vision tower included; ``full_sft``): the tiny policy starts
       random, and a low-rank update of random weights or a frozen random vision tower only make sense on
       pretrained weights (the released recipe's LoRA r 128 and frozen tower assume a pretrained Qwen-VL).
@@ -82,9 +87,18 @@ class RecipeConfig:
     size: tuple[int, int] = (48, 64)
     objects: tuple[int, int] = (2, 3)
     queries_per_video: int = 3
+    think_style: str = "terse"
     data_seed: int = 0
+    sam_image_size: int = 128
+    sam_hydra_overrides: tuple[str, ...] = (
+        "++model.image_encoder.trunk.stages=[1,1,2,1]",
+        "++model.image_encoder.trunk.global_att_blocks=[3]",
+        "++model.image_encoder.trunk.window_spec=[8,4,8,4]",
+    )
+    """The recipe's SAM2 (see above): Hiera-T's config with a shorter trunk, at ``sam_image_size``."""
     warmup_steps: int = 1500
     warmup_frames_per_step: int = 4
+    warmup_learning_rate: float = 5e-4
     sft_steps: int = 1200
     sft_learning_rate: float = 1e-3
     sft_grad_accum: int = 2
@@ -92,10 +106,12 @@ class RecipeConfig:
     lora_r: int = 16
     """LoRA rank when ``full_sft`` is off."""
     grpo_steps: int = 150
-    grpo_learning_rate: float = 1e-5
+    grpo_learning_rate: float = 1e-4
+    """Ten times the released recipe's 1e-5, which is sized for a pretrained 2-4 B model: the tiny policy here was
+    trained from scratch by SFT minutes earlier and moves too little at 1e-5 in a CPU budget of steps."""
     grpo_prompts_per_step: int = 2
     num_generations: int = 4
-    max_new_tokens: int = 192
+    max_new_tokens: int = 96
     max_turns: int = 3
     use_calibration: bool = True
     eval_val: bool = True
@@ -109,7 +125,7 @@ class RecipeConfig:
         if name == "full":
             return cls()
         if name == "quick":
-            return cls(train_videos=60, val_videos=6, test_videos=12, warmup_steps=300, sft_steps=300, grpo_steps=30)
+            return cls(train_videos=60, val_videos=6, test_videos=12, warmup_steps=250, sft_steps=400, grpo_steps=40)
         if name == "smoke":
             return cls(train_videos=2, val_videos=1, test_videos=1, frames=(6, 6), size=(40, 40), queries_per_video=1,
                        warmup_steps=1, warmup_frames_per_step=2, sft_steps=1, sft_grad_accum=1, lora_r=4, grpo_steps=1,
@@ -123,7 +139,7 @@ def _synth_config(cfg: RecipeConfig) -> Any:
     from videoseg_o3.data.synthetic import SynthConfig
 
     return SynthConfig(frames=tuple(cfg.frames), size=tuple(cfg.size), objects=tuple(cfg.objects),
-                       queries_per_video=cfg.queries_per_video)
+                       queries_per_video=cfg.queries_per_video, think_style=cfg.think_style)
 
 
 def synth_arguments(cfg: RecipeConfig, split: str, out: str, seed: int | None = None) -> list[str]:
@@ -131,7 +147,8 @@ def synth_arguments(cfg: RecipeConfig, split: str, out: str, seed: int | None = 
     videos = {"train": cfg.train_videos, "val": cfg.val_videos, "test": cfg.test_videos}[split]
     return ["--out", out, "--split", split, "--videos", str(videos), "--seed", str(cfg.data_seed if seed is None else seed),
             "--frames", f"{cfg.frames[0]}-{cfg.frames[1]}", "--size", f"{cfg.size[0]}-{cfg.size[1]}",
-            "--objects", f"{cfg.objects[0]}-{cfg.objects[1]}", "--queries-per-video", str(cfg.queries_per_video)]
+            "--objects", f"{cfg.objects[0]}-{cfg.objects[1]}", "--queries-per-video", str(cfg.queries_per_video),
+            "--think", cfg.think_style]
 
 
 def generate_data(root: Path, cfg: RecipeConfig) -> dict[str, Any]:
@@ -177,6 +194,16 @@ def query_kinds(root: Path, cfg: RecipeConfig, split: str) -> dict[tuple[str, st
 
 # -- stages ------------------------------------------------------------------------------------------------
 
+def recipe_segmenter_config(cfg: RecipeConfig) -> Any:
+    """The recipe's random SAM2 (see :class:`RecipeConfig`); the checkpoint records it, so every later stage
+    loads the same architecture."""
+    from training.common import TINY_SEGMENTER
+    from videoseg_o3.segmenter import SegmenterConfig
+
+    return SegmenterConfig(model_config=TINY_SEGMENTER["model_config"], image_size=cfg.sam_image_size,
+                           hydra_overrides=list(cfg.sam_hydra_overrides))
+
+
 def build_init(path: Path, data: Path, cfg: RecipeConfig, *, log: Any = print) -> dict[str, Any]:
     """The untrained stage: tiny random policy + SAM2 warmed up on ``data`` (see :mod:`training.sam_warmup`)."""
     from training.common import load_start_models
@@ -184,14 +211,20 @@ def build_init(path: Path, data: Path, cfg: RecipeConfig, *, log: Any = print) -
     from videoseg_o3.agent.generation import GenerationConfig
     from videoseg_o3.checkpoint import save_checkpoint
     from videoseg_o3.protocol import ProtocolConfig
+    from videoseg_o3.segmenter import Sam2Segmenter
 
     class _Start:
         init = None
 
-    policy, segmenter, _ = load_start_models(_Start(), torch.device("cpu"))
+    policy, _, _ = load_start_models(_Start(), torch.device("cpu"))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.data_seed)
+        segmenter = Sam2Segmenter.from_config(recipe_segmenter_config(cfg), device="cpu")
     every = max(1, cfg.warmup_steps // 10)
-    summary = warm_up(segmenter, data, SamWarmupConfig(steps=cfg.warmup_steps, frames_per_step=cfg.warmup_frames_per_step),
-                      on_step=lambda s, m: log(f"sam warm-up step {s}: loss {m['loss']:.4f} iou {m['iou']:.3f}")
+    summary = warm_up(segmenter, data, SamWarmupConfig(steps=cfg.warmup_steps, frames_per_step=cfg.warmup_frames_per_step,
+                                                       learning_rate=cfg.warmup_learning_rate),
+                      on_step=lambda s, m: log(f"sam warm-up step {s}: loss {m['loss']:.4f} prompted-frame iou "
+                                               f"{m['anchor_iou']:.3f} tracked iou {m['tracked_iou']:.3f}")
                       if s % every == 0 else None)
     protocol = dataclasses.replace(ProtocolConfig.preset("rl"), max_turns=cfg.max_turns)
     save_checkpoint(path, policy, segmenter, protocol, GenerationConfig(max_new_tokens=cfg.max_new_tokens), overwrite=True)

@@ -213,6 +213,40 @@ def test_vts_cot_records_parse_and_state_true_facts(synth_root) -> None:
     assert turn_counts <= {1, 2, 3} and len(turn_counts) >= 2
 
 
+def test_terse_think_states_the_same_facts_and_keeps_everything_else(tmp_path: Path) -> None:
+    """Guards ``think_style="terse"``: the records parse as protocol turns with the three steps, each terse step
+    names the turn's span, keyframe region and query kind (checked against the masks), and everything but the think
+    text (turn count, intervals, keyframes, human turns, frames) equals the full-style records of the same seed."""
+    protocol = pytest.importorskip("videoseg_o3.protocol")
+    full_root, terse_root = tmp_path / "full", tmp_path / "terse"
+    generate_split(full_root, 3, seed=SEED, cfg=TINY)
+    generate_split(terse_root, 3, seed=SEED, cfg=SynthConfig(**{**TINY.__dict__, "think_style": "terse"}))
+    full = json.loads((full_root / "vts_cot.json").read_text())
+    terse = json.loads((terse_root / "vts_cot.json").read_text())
+    assert len(full) == len(terse) > 0
+    dataset = {(r.video_id, r.expression_id): r for r in load_benchmark(terse_root, "revos")}
+    for a, b in zip(full, terse):
+        assert {k: v for k, v in a.items() if k != "conversations"} == {k: v for k, v in b.items() if k != "conversations"}
+        assert [t["from"] for t in a["conversations"]] == [t["from"] for t in b["conversations"]]
+        assert [t["value"] for t in a["conversations"] if t["from"] != "gpt"] == [t["value"] for t in b["conversations"] if t["from"] != "gpt"]
+        masks = dataset[(b["video_name"], b["exp_id"])].load_masks()
+        kind = "referring" if re.search(r"referring expression", a["conversations"][2]["value"]) else None
+        for full_text, terse_text in zip([t["value"] for t in a["conversations"] if t["from"] == "gpt"],
+                                         [t["value"] for t in b["conversations"] if t["from"] == "gpt"]):
+            pf, pt = protocol.parse_turn(full_text), protocol.parse_turn(terse_text)
+            assert pt.error is None and pt.steps_present == (True, True, True)
+            assert (pt.action, pt.start, pt.end, pt.keyframe) == (pf.action, pf.start, pf.end, pf.keyframe)
+            assert len(terse_text) < len(full_text)
+            ys, xs = np.nonzero(masks[pt.keyframe])
+            region = region_name(ys.mean(), xs.mean(), masks.shape[1], masks.shape[2])
+            assert f"Step 1: frames {pt.start}-{pt.end}." in pt.think
+            assert f"Step 2: frame {pt.keyframe}, {region}." in pt.think
+            if kind:
+                assert "Step 3: referring." in pt.think
+    with pytest.raises(ValueError, match="think_style"):
+        SynthConfig(think_style="verbose")
+
+
 def test_config_errors_say_how_to_fix() -> None:
     with pytest.raises(ValueError, match=r"Invalid frames \(\(10, 5\)\)"):
         SynthConfig(frames=(10, 5))

@@ -107,6 +107,7 @@ class SynthConfig:
     turn_weights: tuple[float, float, float] = field(default=(1.0, 1.0, 1.0), metadata={"help": "Relative weights of 1-, 2- and 3-turn traces."})
     margin_frames: int = field(default=2, metadata={"help": "Frames between the answer and the runner-up of a temporal query."})
     margin_px: float = field(default=3.0, metadata={"help": "Pixels between the answer and the runner-up of a spatial query."})
+    think_style: str = field(default="full", metadata={"help": "Think text of the VTS-CoT traces: full sentences or terse notes."})
 
     def __post_init__(self) -> None:
         self.frames = tuple(self.frames)  # type: ignore[assignment]
@@ -131,6 +132,10 @@ class SynthConfig:
         unknown = set(self.query_weights) - set(QUERY_KINDS)
         if unknown or not any(v > 0 for v in self.query_weights.values()) or any(v < 0 for v in self.query_weights.values()):
             raise ValueError(f"Invalid query_weights ({self.query_weights}). Keys are {', '.join(QUERY_KINDS)}; weights >= 0, at least one > 0.")
+        from videoseg_o3.data.vtscot import THINK_STYLES
+
+        if self.think_style not in THINK_STYLES:
+            raise ValueError(f"Invalid think_style ({self.think_style!r}). Supported values are {', '.join(THINK_STYLES)}.")
         if len(self.turn_weights) != 3 or any(w < 0 for w in self.turn_weights) or sum(self.turn_weights) <= 0:
             raise ValueError(f"Invalid turn_weights ({self.turn_weights}). Expected three weights >= 0 for 1, 2, 3 turns, not all 0.")
 
@@ -668,7 +673,8 @@ def generate_split(
             counts[query.expression_type] += 1
             if records and writer.uses_mask_dict:
                 anno_ids = [writer.anno_ids[(video.video_id, t)] for t in query.targets]
-                sft.append(vtscot.build_sft_record(video, query, str(exp_id), anno_ids, rng, cfg.turn_weights, protocol))
+                sft.append(vtscot.build_sft_record(video, query, str(exp_id), anno_ids, rng, cfg.turn_weights, protocol,
+                                                     cfg.think_style))
                 rl.append([vtscot.build_rl_record(video, query, anno_ids, str(exp_id))])
     writer.close()
     if records and writer.uses_mask_dict:

@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "IMAGE_PLACEHOLDER",
+    "THINK_STYLES",
     "RELEASED_QUERY_LINE",
     "VtsCotDialogue",
     "build_rl_record",
@@ -113,7 +114,23 @@ def _target_names(video: "SynthVideo", query: "SynthQuery") -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
-def _turn_steps(video: "SynthVideo", query: "SynthQuery", mask: np.ndarray, turn: tuple[int, int, int], final: bool) -> tuple[str, str, str]:
+THINK_STYLES = ("full", "terse")
+"""How much think text a synthetic trace carries: ``full`` sentences (the released traces' register) or ``terse``
+notes (the same facts in a few words, for models small enough to train on a CPU)."""
+
+
+def _terse_steps(video: "SynthVideo", query: "SynthQuery", mask: np.ndarray, turn: tuple[int, int, int]) -> tuple[str, str, str]:
+    """The three steps as short notes: the span, the keyframe's region, and the query kind."""
+    start, end, key = turn
+    region, _ = _where(mask, key)
+    kind = "referring" if query.expression_type == "referring" else query.kind
+    return f"frames {start}-{end}.", f"frame {key}, {region}.", f"{kind}."
+
+
+def _turn_steps(video: "SynthVideo", query: "SynthQuery", mask: np.ndarray, turn: tuple[int, int, int], final: bool,
+                style: str = "full") -> tuple[str, str, str]:
+    if style == "terse":
+        return _terse_steps(video, query, mask, turn)
     start, end, key = turn
     num_frames = mask.shape[0]
     plural = len(query.targets) > 1
@@ -142,14 +159,19 @@ def build_sft_record(
     rng: np.random.Generator,
     turn_weights: Sequence[float] = (1.0, 1.0, 1.0),
     protocol: "ProtocolConfig | None" = None,
+    think_style: str = "full",
 ) -> dict[str, Any]:
     """One VTS-CoT conversation for ``query`` on ``video`` (1-3 assistant turns, drawn by ``turn_weights``).
+
+    ``think_style`` (:data:`THINK_STYLES`) chooses full sentences or terse notes for the three reasoning steps.
 
     Human turns follow the released convention (text only; see the module docstring), so
     :func:`record_dialogue` turns the record back into the protocol's observations for ``protocol``.
     """
     from videoseg_o3.protocol import ProtocolConfig, format_turn, system_prompt, turn0_frame_indices
 
+    if think_style not in THINK_STYLES:
+        raise ValueError(f"Invalid think_style ({think_style!r}). Supported values are {', '.join(THINK_STYLES)}.")
     cfg = protocol or ProtocolConfig()
     weights = np.asarray(turn_weights, dtype=np.float64)
     num_turns = 1 + int(rng.choice(3, p=weights / weights.sum()))
@@ -164,7 +186,7 @@ def build_sft_record(
     trace = []
     for index, turn in enumerate(plan):
         final = index == len(plan) - 1
-        steps = _turn_steps(video, query, mask, turn, final)
+        steps = _turn_steps(video, query, mask, turn, final, think_style)
         action = "answer" if final else "select"
         text = format_turn(action, steps, ANSWER_ACTION_TEXT if final else SELECT_ACTION_TEXT, *turn)
         conversations.append({"from": "gpt", "value": text})
