@@ -133,10 +133,16 @@ def check_compile(compile: "str | CompileConfig | None", backend: str) -> Compil
 
 
 def _torch_compile(fn: Callable[..., Any], config: CompileConfig, *, dynamic: bool, name: str) -> Callable[..., Any]:
-    kwargs: dict[str, Any] = dict(dynamic=dynamic, backend=config.backend, recompile_limit=config.recompile_limit,
-                                  isolate_recompiles=True, name=name)
+    import inspect
+
+    kwargs: dict[str, Any] = dict(dynamic=dynamic, backend=config.backend)
     if config.backend == "inductor":
         kwargs["mode"] = config.mode  # other backends take no mode
+    # per-function recompile bookkeeping is newer than the oldest supported torch (2.4): pass it where it exists,
+    # else dynamo's global limit (also 8 by default) applies
+    accepted = inspect.signature(torch.compile).parameters
+    extras = dict(recompile_limit=config.recompile_limit, isolate_recompiles=True, name=name)
+    kwargs.update({k: v for k, v in extras.items() if k in accepted})
     return torch.compile(fn, **kwargs)
 
 
