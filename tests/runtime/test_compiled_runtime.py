@@ -196,35 +196,60 @@ def test_compiled_seg_decoder_matches_sam2_eager(object_checkpoint) -> None:
 
 
 # ---------------------------------------------------------------------- whole segment
-def _segment_pair(checkpoint, compile_config):
+TURNS = [format_turn("select", STEPS, "See new segment.", 1, 5, 3), None]
+
+
+def _script(index, _previous):
+    return TURNS[index] if index < len(TURNS) else None
+
+
+def _compare_segments(eager, compiled) -> None:
+    """Turn 0 scripted (a select, so the episode continues), turn 1 chosen by the policy: greedily, then
+    sampled with a fixed seed (both pipelines draw from identically seeded generators).
+
+    A random tiny policy's next-token distribution is almost flat and barely moves with the context, so the
+    same tokens alone would let a wrong decode step pass (one that drops the new keys from the cache does);
+    the hidden state of every step, read where the agent hands it to the LM head, is compared as well.
+    """
+    import dataclasses
+
+    for generation in (eager.generation, dataclasses.replace(eager.generation, do_sample=True, seed=0)):
+        eager.generation = compiled.generation = generation
+        hidden: dict[str, list[torch.Tensor]] = {"eager": [], "compiled": []}
+        hooks = [pipeline.policy.model.lm_head.register_forward_pre_hook(
+                     lambda _m, args, key=key: hidden[key].append(args[0].detach().clone()))
+                 for key, pipeline in (("eager", eager), ("compiled", compiled))]
+        try:
+            expected = eager.segment(_video(), "the ball", forced_turns=_script)
+            got = compiled.segment(_video(), "the ball", forced_turns=_script)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        label = "sampled" if generation.do_sample else "greedy"
+        assert len(hidden["compiled"]) == len(hidden["eager"]) > expected.turns[1]["decode_tokens"]
+        torch.testing.assert_close(torch.cat(hidden["compiled"]), torch.cat(hidden["eager"]), **tol("compile_fp32"))
+        assert len(expected.turns) == 2 and expected.turns[1]["decode_tokens"] > 0
+        assert torch.equal(got.trajectory.input_ids, expected.trajectory.input_ids), f"{label} tokens differ"
+        assert [t["text"] for t in got.turns] == [t["text"] for t in expected.turns]
+        assert expected.error is None and got.anchor_frame == expected.anchor_frame
+        torch.testing.assert_close(got.trajectory.final_seg_embedding, expected.trajectory.final_seg_embedding,
+                                   **tol("compile_fp32"))
+        assert expected.masks.any(), "the comparison needs foreground (object-score head forced on)"
+        assert _iou(got.masks, expected.masks) >= MIN_BACKEND_MASK_IOU
+    stats = compiled.compiled.stats()
+    # every decode step of both free turns took the compiled path, in one graph; the decoder: one graph per
+    # multimask flag at most
+    assert stats["decode_step"]["calls"] >= 2 * (expected.turns[1]["decode_tokens"] - 1)
+    assert stats["decode_step"]["graphs"] == 1 and 1 <= stats["seg_decoder"]["graphs"] <= 2, stats
+
+
+def _pipelines(checkpoint, compile_config, device: str = "cpu"):
     from videoseg_o3.agent import GenerationConfig
     from videoseg_o3.pipeline import VideoSegO3
 
-    generation = GenerationConfig(max_new_tokens=96)  # a scripted turn is ~75 tokens; the greedy turn runs 96
-    turns = [format_turn("select", STEPS, "See new segment.", 1, 5, 3), None]
-
-    def script(index, _previous):
-        return turns[index] if index < len(turns) else None
-
-    eager = VideoSegO3.from_pretrained(checkpoint, device="cpu", generation=generation)
-    compiled = VideoSegO3.from_pretrained(checkpoint, device="cpu", generation=generation, compile=compile_config)
-    expected = eager.segment(_video(), "the ball", forced_turns=script)
-    got = compiled.segment(_video(), "the ball", forced_turns=script)
-    return expected, got, compiled.compiled.stats()
-
-
-def _check_segment(expected, got, stats) -> None:
-    assert len(expected.turns) == 2 and expected.turns[1]["decode_tokens"] > 0
-    assert torch.equal(got.trajectory.input_ids, expected.trajectory.input_ids), "greedy tokens differ"
-    assert [t["text"] for t in got.turns] == [t["text"] for t in expected.turns]
-    assert expected.error is None and got.anchor_frame == expected.anchor_frame
-    torch.testing.assert_close(got.trajectory.final_seg_embedding, expected.trajectory.final_seg_embedding,
-                               **tol("compile_fp32"))
-    assert expected.masks.any(), "the comparison needs foreground (object-score head forced on)"
-    assert _iou(got.masks, expected.masks) >= MIN_BACKEND_MASK_IOU
-    # one graph for every decode step of the greedy turn; the decoder: one per multimask flag at most
-    assert stats["decode_step"]["calls"] >= expected.turns[1]["decode_tokens"] - 1
-    assert stats["decode_step"]["graphs"] <= 2 and 1 <= stats["seg_decoder"]["graphs"] <= 2, stats
+    generation = GenerationConfig(max_new_tokens=96)  # a scripted turn is ~75 tokens; a free turn runs 96
+    return (VideoSegO3.from_pretrained(checkpoint, device=device, generation=generation),
+            VideoSegO3.from_pretrained(checkpoint, device=device, generation=generation, compile=compile_config))
 
 
 @pytest.mark.slow
@@ -232,34 +257,21 @@ def test_segment_graph_capture_matches_eager(object_checkpoint) -> None:
     """The whole pipeline with dynamo's capture but no code generation: isolates routing and guards."""
     from videoseg_o3.runtime import CompileConfig
 
-    _check_segment(*_segment_pair(object_checkpoint, CompileConfig(mode="default", backend="eager")))
+    _compare_segments(*_pipelines(object_checkpoint, CompileConfig(mode="default", backend="eager")))
 
 
 @pytest.mark.slow
 def test_segment_compiled_with_inductor_matches_eager(object_checkpoint) -> None:
     """``compile="default"``: inductor's generated code for both parts (minutes of compiling on 2 cores)."""
-    _check_segment(*_segment_pair(object_checkpoint, "default"))
+    _compare_segments(*_pipelines(object_checkpoint, "default"))
 
 
 @pytest.mark.gpu
-def test_reduce_overhead_uses_cuda_graphs_and_matches_eager(tmp_path) -> None:
+def test_reduce_overhead_uses_cuda_graphs_and_matches_eager(object_checkpoint) -> None:
     """On CUDA, ``reduce-overhead`` replays CUDA graphs (KV length bucketed so shapes repeat) and still chooses
-    the eager tokens; graphs stay bounded over the greedy turn. CPU twin: the two tests above."""
-    from videoseg_o3.agent import GenerationConfig
-    from videoseg_o3.checkpoint import init_tiny_checkpoint
-    from videoseg_o3.pipeline import VideoSegO3
-
-    checkpoint = init_tiny_checkpoint(tmp_path / "tiny", seed=0)
-    generation = GenerationConfig(max_new_tokens=96)
-    turns = [format_turn("select", STEPS, "See new segment.", 1, 5, 3), None]
-    script = lambda i, _: turns[i] if i < len(turns) else None  # noqa: E731
-    pipelines = {}
-    for mode in ("off", "reduce-overhead"):
-        pipelines[mode] = VideoSegO3.from_pretrained(checkpoint, device="cuda", generation=generation, compile=mode)
-        with torch.no_grad():
-            pipelines[mode].segmenter.sam.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(10.0)
-    expected = pipelines["off"].segment(_video(), "the ball", forced_turns=script)
-    got = pipelines["reduce-overhead"].segment(_video(), "the ball", forced_turns=script)
-    stats = pipelines["reduce-overhead"].compiled.stats()
+    the eager tokens, greedy and sampled; one dynamo graph serves every decode step. CPU twins: the two
+    whole-segment tests above."""
+    eager, compiled = _pipelines(object_checkpoint, "reduce-overhead", device="cuda")
+    stats = compiled.compiled.stats()
     assert stats["cuda_graphs"] and stats["kv_bucket"] == 256
-    _check_segment(expected, got, stats)
+    _compare_segments(eager, compiled)
