@@ -191,23 +191,31 @@ class CompiledDecodeStep:
         self.eager_calls = 0
         self._original: Callable[..., Any] | None = None
         inner, model_config = self.inner, policy.model.config
+        # Unpadded and without CUDA graphs, the graph's own past+token concatenation becomes the cache (one copy
+        # per step, as eager decoding's). A CUDA graph's outputs live in buffers the next replay overwrites, and
+        # a padded past would leave the cache holding strided views (a new graph for their strides), so there
+        # only the token's keys/values come out and the cache appends them.
+        self.returns_full_cache = not self.cuda_graphs and not config.kv_bucket
+        returns_full = self.returns_full_cache
 
         def decode_step(input_ids: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                         keys: list[torch.Tensor], values: list[torch.Tensor]):
             """``input_ids (B, 1)``, ``position_ids (3, B, 1)``, ``attention_mask (B, P + 1)`` or None, past
             ``keys``/``values`` per layer ``(B, kv_heads, P, head_dim)`` -> last hidden state ``(B, 1, H)`` and
-            the token's keys/values per layer ``(B, kv_heads, 1, head_dim)``."""
+            per layer the keys/values of past + token ``(B, kv_heads, P + 1, head_dim)`` (``returns_full``) or
+            of the token alone ``(B, kv_heads, 1, head_dim)``."""
             from transformers import DynamicCache
 
             cache = DynamicCache(ddp_cache_data=list(zip(keys, values)), config=model_config)
             out = inner.language_model(input_ids=None, inputs_embeds=inner.get_input_embeddings()(input_ids),
                                        position_ids=position_ids, attention_mask=attention_mask, cache=cache,
                                        use_cache=True)
+            if returns_full:
+                return out.last_hidden_state, [layer.keys for layer in cache.layers], [layer.values for layer in cache.layers]
             new_keys = [layer.keys[:, :, -1:] for layer in cache.layers]
             new_values = [layer.values[:, :, -1:] for layer in cache.layers]
             return out.last_hidden_state, new_keys, new_values
 
-        self.eager_step = decode_step  # the same function uncompiled: the reference the tests hold it to
         self.compiled_step = _torch_compile(decode_step, config, dynamic=True, name="policy_decode_step")
 
     # ------------------------------------------------------------------ attach / detach
@@ -299,8 +307,12 @@ class CompiledDecodeStep:
         hidden, new_keys, new_values = self.counter(self.compiled_step, input_ids, position_ids, mask, keys, values)
         if self.cuda_graphs:  # the next replay overwrites these buffers; the agent keeps [SEG] hidden states
             hidden, new_keys, new_values = _clone_tensors((hidden, new_keys, new_values))
-        for index, (key, value) in enumerate(zip(new_keys, new_values)):
-            cache.update(key, value, index)
+        if self.returns_full_cache:
+            for layer, key, value in zip(layers, new_keys, new_values):
+                layer.keys, layer.values = key, value
+        else:
+            for index, (key, value) in enumerate(zip(new_keys, new_values)):
+                cache.update(key, value, index)
         return BaseModelOutputWithPast(last_hidden_state=hidden, cache=cache)
 
 
