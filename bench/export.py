@@ -1,8 +1,11 @@
 """Exported graphs vs eager PyTorch: the SAM2 ``[SEG]`` decoder and one policy decode step.
 
 In one run, on the same inputs: eager PyTorch (the wrapper modules ``export`` exports, which compute what
-the library computes) and ONNX Runtime on the exported files; on a GPU also ``torch.compile`` (mode
-``max-autotune``, CUDA graphs where they apply) and TensorRT engines when the ``tensorrt`` package is there.
+the library computes) and ONNX Runtime on the exported files; TensorRT engines on a GPU when the ``tensorrt``
+package is there; and ``torch.compile`` as the library applies it (``VideoSegO3.from_pretrained(compile=MODE)``,
+:func:`videoseg_o3.runtime.compile_pipeline`; ``--compile``, default ``reduce-overhead`` with CUDA graphs on a
+GPU, off on a CPU where compiling takes minutes), timed against the library's own eager call of the same step
+(SAM2's mask decoder as sam2 calls it; the language model on a ``DynamicCache``, then the LM head).
 Results are ratios against eager in the same run (goal: ONNX Runtime >= 1.3x eager on the CPU for the
 decoder). The decode step is the language model on one token with a KV cache of ``--past`` tokens.
 
@@ -11,6 +14,7 @@ calls after warm-up, batch 1. Other processes slow every row alike; compare runs
 
     python bench/export.py                                      # tiny checkpoint built on the fly, CPU
     python bench/export.py --ckpt CKPT --past 2048 --json runs/export.json
+    python bench/export.py --compile default                    # also torch.compile on the CPU (minutes)
 """
 
 from __future__ import annotations
@@ -81,8 +85,6 @@ def bench_component(component: str, module: torch.nn.Module, inputs: dict[str, t
         ort = OrtGraph(onnx_path, device, threads=threads)
         rows["onnxruntime_s"] = _time(lambda: ort(**inputs), repeats, sync)
         if device.type != "cpu":
-            compiled = torch.compile(module, mode="max-autotune")
-            rows["torch_compile_s"] = _time(lambda: compiled(*args), repeats, sync)
             if trt_engine is not None:
                 from videoseg_o3.runtime.manifest import TrtGraph
 
@@ -96,6 +98,72 @@ def bench_component(component: str, module: torch.nn.Module, inputs: dict[str, t
 _dims_cache: dict[str, int] = {}
 
 
+def bench_compiled(policy: Any, segmenter: Any, dims: dict[str, int], past: int, device: torch.device, repeats: int,
+                   mode: str) -> dict[str, dict[str, Any]]:
+    """The library's compile option vs the library's eager call, per component, on the same inputs.
+
+    ``sam2_seg_decoder``: ``sam.sam_mask_decoder(...)`` with the padding-point + ``[SEG]`` prompt (the call of
+    ``Sam2Segmenter.decode_features`` and of sam2's tracking step). ``language_model``: one token on a
+    ``DynamicCache`` of ``past`` tokens, then the LM head (the call of the agent's ``DialogueContext.decode``).
+    Returns per component ``library_eager_s``, ``torch_compile_s``, ``torch_compile_speedup`` and the runtime's
+    ``compile`` statistics (graphs compiled: the decode step must not recompile per call).
+    """
+    from transformers import DynamicCache
+
+    from videoseg_o3.runtime import compile_pipeline
+
+    gen = torch.Generator().manual_seed(1)
+    sam = segmenter.sam
+    feat = dims["feat"]
+    embed = torch.randn(1, 256, feat, feat, generator=gen).to(device)
+    high_res = [torch.randn(1, 32, 4 * feat, 4 * feat, generator=gen).to(device),
+                torch.randn(1, 64, 2 * feat, 2 * feat, generator=gen).to(device)]
+    with torch.inference_mode():
+        sparse, dense = sam.sam_prompt_encoder(points=(torch.zeros(1, 1, 2, device=device),
+                                                       -torch.ones(1, 1, dtype=torch.int32, device=device)),
+                                               boxes=None, masks=None)
+        sparse = torch.cat([sparse, torch.randn(1, 1, 256, generator=gen).to(device)], dim=1)
+        image_pe = sam.sam_prompt_encoder.get_dense_pe()
+
+    def decoder() -> Any:
+        return sam.sam_mask_decoder(image_embeddings=embed, image_pe=image_pe, sparse_prompt_embeddings=sparse,
+                                    dense_prompt_embeddings=dense, multimask_output=True, repeat_image=False,
+                                    high_res_features=high_res)
+
+    model = policy.model
+    past_kv = [(torch.randn(1, dims["kv_heads"], past, dims["head_dim"], generator=gen).to(device),
+                torch.randn(1, dims["kv_heads"], past, dims["head_dim"], generator=gen).to(device))
+               for _ in range(dims["num_layers"])]
+    ids = torch.tensor([[13]], device=device)
+    positions = torch.full((3, 1, 1), past, device=device)
+
+    def decode_step() -> Any:
+        # a fresh cache over the same past each call: update() appends, which would grow the timed step
+        cache = DynamicCache(ddp_cache_data=past_kv, config=model.config)
+        out = model.model(input_ids=ids, position_ids=positions, cache=cache, use_cache=True,
+                          mm_token_type_ids=torch.zeros_like(ids, dtype=torch.int32))
+        return model.lm_head(out.last_hidden_state[:, -1])
+
+    sync = (lambda: devices.synchronize(device))
+    runtime = compile_pipeline(policy, segmenter, mode)
+    rows: dict[str, dict[str, Any]] = {}
+    with torch.inference_mode():
+        for component, fn in (("sam2_seg_decoder", decoder), ("language_model", decode_step)):
+            runtime.detach()
+            eager_s = _time(fn, repeats, sync)
+            runtime.attach()
+            compiled_s = _time(fn, repeats, sync)
+            rows[component] = {"library_eager_s": eager_s, "torch_compile_s": compiled_s,
+                               "torch_compile_speedup": eager_s / compiled_s}
+    runtime.detach()
+    stats = runtime.stats()
+    rows["sam2_seg_decoder"]["compile"] = stats.get("seg_decoder")
+    rows["language_model"]["compile"] = stats.get("decode_step")
+    rows["mode"] = {"requested": mode, "resolved": stats["mode"], "kv_bucket": stats["kv_bucket"],
+                    "cuda_graphs": stats.get("cuda_graphs", False)}
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt", default=None, help="Checkpoint directory (default: a tiny one written to a temp dir).")
@@ -105,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None,
                         help="Intra-op threads for both torch and ONNX Runtime (default: each library's own default). "
                              "On a machine shared with other jobs, 1 gives the steadiest comparison.")
+    parser.add_argument("--compile", default=None, choices=("off", "default", "reduce-overhead", "max-autotune"),
+                        help="torch.compile mode of the library's compile option (default: reduce-overhead on a GPU, "
+                             "off on a CPU, where compiling the decode step takes minutes).")
     parser.add_argument("--json", default=None, help="Also write the results here.")
     args = parser.parse_args(argv)
     from videoseg_o3.checkpoint import init_tiny_checkpoint, load_checkpoint
@@ -122,6 +193,16 @@ def main(argv: list[str] | None = None) -> int:
         use_trt, trt_reason = tensorrt_status() if device.type != "cpu" else (False, "CPU run")
         results: dict[str, Any] = {"device": str(device), "platform": platform.platform(), "torch_threads": torch.get_num_threads(),
                                    "tensorrt": "used" if use_trt else f"not used: {trt_reason}", "past": args.past}
+        compile_mode = args.compile or ("reduce-overhead" if device.type == devices.ACCELERATOR else "off")
+        compiled: dict[str, Any] = {}
+        if compile_mode != "off":
+            # before the export wrappers: building the language-model graph switches the model to eager attention
+            policy.to(device)
+            segmenter.sam.to(device)
+            compiled = bench_compiled(policy, segmenter, dims, args.past, device, args.repeats, compile_mode)
+            policy.to("cpu")
+            segmenter.sam.to("cpu")
+        results["compile"] = compiled.pop("mode", {"requested": "off"})
         for component, inputs in (("sam2_seg_decoder", _decoder_inputs(dims, torch.device("cpu"))),
                                   ("language_model", _decode_step_inputs(dims, args.past, torch.device("cpu")))):
             module = onnx_module.build_graph(component, segmenter, policy)
@@ -135,14 +216,20 @@ def main(argv: list[str] | None = None) -> int:
             module = module.to(device)
             inputs = {k: v.to(device) for k, v in inputs.items()}
             results[component] = bench_component(component, module, inputs, path, device, args.repeats, engine, args.threads)
-    print(f"device {results['device']}, torch threads {results['torch_threads']}, TensorRT {results['tensorrt']}")
-    print("| graph | eager ms | onnxruntime ms | onnxruntime / eager speed-up | torch.compile speed-up | TensorRT speed-up |")
-    print("|---|---|---|---|---|---|")
+            results[component].update(compiled.get(component, {}))
+    print(f"device {results['device']}, torch threads {results['torch_threads']}, TensorRT {results['tensorrt']}, "
+          f"torch.compile {results['compile']}")
+    print("| graph | eager ms | onnxruntime ms | onnxruntime / eager speed-up | TensorRT speed-up "
+          "| library eager ms | torch.compile ms | torch.compile speed-up | graphs compiled |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for component in ("sam2_seg_decoder", "language_model"):
         r = results[component]
-        extra = [f"{r[k]:.2f}x" if k in r else "-" for k in ("torch_compile_speedup", "tensorrt_speedup")]
+        trt = f"{r['tensorrt_speedup']:.2f}x" if "tensorrt_speedup" in r else "-"
+        comp = ([f"{r['library_eager_s'] * 1e3:.2f}", f"{r['torch_compile_s'] * 1e3:.2f}",
+                 f"{r['torch_compile_speedup']:.2f}x", str((r.get("compile") or {}).get("graphs", "-"))]
+                if "torch_compile_s" in r else ["-"] * 4)
         print(f"| {component} | {r['eager_s'] * 1e3:.2f} | {r['onnxruntime_s'] * 1e3:.2f} | {r['onnxruntime_speedup']:.2f}x "
-              f"| {extra[0]} | {extra[1]} |")
+              f"| {trt} | {' | '.join(comp)} |")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")

@@ -5,8 +5,9 @@ weights in code (nothing is downloaded): the Qwen3-VL-2B-Instruct architecture (
 width 2048, a 24-block vision tower of width 1024 with DeepStack taps at 5/11/17, the published
 config's numbers) and SAM2 Hiera-L at 1024 px. ``--ckpt`` measures a real checkpoint instead.
 
-Backends: ``eager`` (PyTorch as loaded), ``compile`` (``torch.compile`` on the vision tower, the language
-model and SAM2's image encoder, dynamic shapes), and the exported engines ``onnxruntime`` and ``tensorrt``,
+Backends: ``eager`` (PyTorch as loaded), ``compile`` (the library's compile option,
+:func:`videoseg_o3.runtime.compile_pipeline`: ``torch.compile`` of the policy's decode step and SAM2's ``[SEG]``
+decoder), and the exported engines ``onnxruntime`` and ``tensorrt``,
 which are loaded through ``VideoSegO3.from_pretrained(..., backend=name, export_dir=...)``. When the
 checkpoint has no export yet, :func:`ensure_export` makes one with the export package's Python API
 (``export.trt.export_all``, the function behind ``python -m export.trt``) and times it: a one-off cost,
@@ -172,33 +173,6 @@ def load_exported(name: str, ckpt: Path, export_dir: Path, device: torch.device,
 
     return VideoSegO3.from_pretrained(ckpt, device=device, protocol=protocol, generation=generation, backend=name,
                                       export_dir=export_dir)
-
-
-class CompiledForwards:
-    """``torch.compile`` of the vision tower, the language model and SAM2's image encoder, switchable.
-
-    The compiled callables are made once and swapped in (:meth:`enable`) or out (:meth:`disable`) as
-    instance-level ``forward`` attributes, so the eager and compiled runs share weights and the compile
-    caches survive between runs. ``forward`` rather than the module is compiled so that module hooks
-    (the stage timers) stay outside the graph. SAM2's memory modules and mask decoder stay eager: small
-    per-frame graphs whose shapes change with the memory bank.
-    """
-
-    def __init__(self, policy: Any, segmenter: Any) -> None:
-        inner = policy.model.model
-        targets = [getattr(inner, name, None) for name in ("visual", "language_model")]
-        targets.append(segmenter.sam.image_encoder)
-        self.compiled = [(m, torch.compile(m.forward, dynamic=True)) for m in targets if isinstance(m, torch.nn.Module)]
-
-    def enable(self, on: bool = True) -> None:
-        for module, forward in self.compiled:
-            if on:
-                module.forward = forward
-            elif "forward" in module.__dict__:
-                del module.forward
-
-    def disable(self) -> None:
-        self.enable(False)
 
 
 def with_sam2_precision(segmenter: Any, bf16: bool) -> None:

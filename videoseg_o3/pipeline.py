@@ -98,6 +98,8 @@ class VideoSegO3:
         self.protocol = protocol
         self.generation = generation if generation is not None else GenerationConfig()
         self.mode = check_mode(mode)
+        # the torch.compile runtime when from_pretrained(..., compile=...) attached one (stats(), detach())
+        self.compiled: Any = None
 
     @classmethod
     def from_pretrained(
@@ -111,6 +113,7 @@ class VideoSegO3:
         mode: str = "kv",
         backend: str = "torch",
         export_dir: str | Path | None = None,
+        compile: Any = "off",
     ) -> "VideoSegO3":
         """Load a checkpoint directory (``videoseg-o3 init-tiny``, training output, or a released
         VideoSEG-O3 Hugging Face directory). ``protocol``/``generation`` override the saved ones.
@@ -119,27 +122,37 @@ class VideoSegO3:
         ``python -m export.trt CKPT --out DIR`` wrote to ``export_dir``, default ``CKPT/export``; see
         :mod:`videoseg_o3.runtime`). Same API and results on every backend.
 
+        ``compile``: ``"off"`` (default), ``"default"``, ``"reduce-overhead"`` or ``"max-autotune"``, or a
+        :class:`videoseg_o3.runtime.CompileConfig`: ``torch.compile`` of the policy's one-token decode step
+        and of SAM2's ``[SEG]`` mask decoder (CUDA graphs in ``reduce-overhead``/``max-autotune`` on a GPU;
+        ``reduce-overhead`` runs as ``default`` on a CPU, with a warning). Backend ``"torch"`` only. The first
+        decode step and the first decoder call compile (seconds on a GPU, a minute or more on a CPU).
+
         Raises:
             FileNotFoundError: the directory or one of its parts is missing (the message names it).
-            ValueError: an unknown backend, or an export directory without the graphs it needs.
+            ValueError: an unknown backend or compile mode, compile with an exported backend, or an export
+                directory without the graphs it needs.
         """
         from videoseg_o3.checkpoint import load_checkpoint, read_checkpoint_config
-        from videoseg_o3.runtime import check_backend, load_backend
+        from videoseg_o3.runtime import check_backend, check_compile, compile_pipeline, load_backend
 
         check_backend(backend)
+        compile_config = check_compile(compile, backend)
         config = read_checkpoint_config(path)
         if backend == "torch":
             policy, segmenter, saved_protocol = load_checkpoint(path, device=resolve_device(device), dtype=dtype)
         else:
             policy, segmenter, saved_protocol = load_backend(path, backend, export_dir=export_dir,
                                                              device=resolve_device(device))
-        return cls(
+        pipeline = cls(
             policy,
             segmenter,
             protocol if protocol is not None else saved_protocol,
             generation if generation is not None else config.generation,
             mode=mode,
         )
+        pipeline.compiled = compile_pipeline(policy, segmenter, compile_config)
+        return pipeline
 
     @staticmethod
     def open(video: Any) -> Any:

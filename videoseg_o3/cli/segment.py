@@ -26,6 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Run eager PyTorch, or the exported graphs on ONNX Runtime or TensorRT (python -m export.trt).")
     parser.add_argument("--export-dir", dest="export_dir", default=None,
                         help="Directory written by python -m export.trt (default: CKPT/export).")
+    # the modes of videoseg_o3.runtime.COMPILE_MODES, written out: importing it would load torch for --help
+    parser.add_argument("--compile", choices=("off", "default", "reduce-overhead", "max-autotune"), default="off",
+                        help="torch.compile the policy's decode step and SAM2's [SEG] decoder (--backend torch only): "
+                             "default, reduce-overhead (CUDA graphs; runs as default on a CPU) or max-autotune. "
+                             "The first decode step and decoder call compile (a minute or more on a CPU).")
     parser.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=None, help="Tokens per turn (default: the checkpoint's).")
     parser.add_argument("--no-overlay", dest="overlay", action="store_false", help="Do not write overlay.mp4.")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="Hide the progress bar.")
@@ -48,11 +53,14 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"Invalid --out ({out}): it is an existing file. Give a directory (created if missing).")
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise ValueError(f"Invalid --max-new-tokens ({args.max_new_tokens}): use a positive number.")
+    if args.compile != "off" and args.backend != "torch":
+        raise ValueError(f"Invalid --compile ({args.compile}) with --backend {args.backend}: torch.compile applies to "
+                         "--backend torch only; drop --compile for exported graphs.")
     # Check the video before loading the model (seconds to minutes): a missing or undecodable file fails now.
     reader = VideoSegO3.open(args.video)
     check_decodable(reader, args.video)
     pipeline = VideoSegO3.from_pretrained(args.ckpt, device=args.device, mode=args.mode, backend=args.backend,
-                                          export_dir=args.export_dir)
+                                          export_dir=args.export_dir, compile=args.compile)
     if args.max_new_tokens is not None:
         pipeline.generation = dataclasses.replace(pipeline.generation, max_new_tokens=args.max_new_tokens)
     out.mkdir(parents=True, exist_ok=True)

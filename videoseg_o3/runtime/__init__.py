@@ -12,8 +12,13 @@ with the same interface as the PyTorch ones, so the agent and SAM2's propagation
   temporal encodings, object pointers) in Python (:mod:`videoseg_o3.runtime.sam2_graphs`).
 
 The library never imports ``export``: the manifest is the contract between the two.
+
+On the PyTorch backend, :func:`compile_pipeline` (``VideoSegO3.from_pretrained(..., compile=MODE)``) applies
+``torch.compile`` to the policy's decode step and SAM2's ``[SEG]`` decoder (:mod:`videoseg_o3.runtime.compiled`).
 """
 
+from videoseg_o3.runtime.compiled import COMPILE_MODES, CompileConfig, CompiledRuntime, check_compile, compile_pipeline
 from videoseg_o3.runtime.manifest import BACKENDS, MANIFEST_FILE, check_backend, load_backend
 
-__all__ = ["BACKENDS", "MANIFEST_FILE", "check_backend", "load_backend"]
+__all__ = ["BACKENDS", "COMPILE_MODES", "MANIFEST_FILE", "CompileConfig", "CompiledRuntime", "check_backend",
+           "check_compile", "compile_pipeline", "load_backend"]
