@@ -2,6 +2,7 @@
 
     python -m training.synthetic_recipe --out runs/recipe --quick            # ~40 min target on 2 idle cores
     python -m training.synthetic_recipe --out runs/recipe --seeds 0 1 2 --ablations
+    python -m training.synthetic_recipe --out runs/demo --demo               # ~5 min: a first look, ends in an overlay
     python -m training.synthetic_recipe --out runs/smoke --smoke             # minutes: the whole pipeline, tiny
 
 Stages:
@@ -120,17 +121,21 @@ class RecipeConfig:
 
     @classmethod
     def preset(cls, name: str) -> "RecipeConfig":
-        """``full`` (the defaults), ``quick`` (~40 min target on 2 idle cores) or ``smoke`` (minutes: every stage
-        runs once at a minimal size; its numbers mean nothing)."""
+        """``full`` (the defaults), ``quick`` (~40 min target on 2 idle cores), ``demo`` (about 5 minutes: a short
+        run of every stage that ends in one held-out video segmented; its numbers are not the recipe's) or
+        ``smoke`` (every stage runs once at a minimal size; its numbers mean nothing)."""
         if name == "full":
             return cls()
         if name == "quick":
             return cls(train_videos=60, val_videos=6, test_videos=12, warmup_steps=250, sft_steps=400, grpo_steps=40)
+        if name == "demo":
+            return cls(train_videos=12, val_videos=2, test_videos=4, warmup_steps=60, sft_steps=100, sft_grad_accum=1,
+                       sft_learning_rate=2e-3, grpo_steps=2, grpo_prompts_per_step=1, eval_val=False)
         if name == "smoke":
             return cls(train_videos=2, val_videos=1, test_videos=1, frames=(6, 6), size=(40, 40), queries_per_video=1,
                        warmup_steps=1, warmup_frames_per_step=2, sft_steps=1, sft_grad_accum=1, lora_r=4, grpo_steps=1,
                        grpo_prompts_per_step=1, num_generations=2, max_new_tokens=6, max_turns=2)
-        raise ValueError(f"Invalid preset ({name}). Supported values are full, quick, smoke.")
+        raise ValueError(f"Invalid preset ({name}). Supported values are full, quick, demo, smoke.")
 
 
 # -- data --------------------------------------------------------------------------------------------------
@@ -327,6 +332,34 @@ def evaluate_stage(ckpt: Path, split_root: Path, kinds: dict[tuple[str, str], st
     return entry
 
 
+def showcase(ckpt: Path, split_root: Path, out: Path, kinds: dict[tuple[str, str], str]) -> dict[str, Any]:
+    """Segment one held-out expression with ``ckpt`` end to end (``VideoSegO3.segment``) and write what a user
+    looks at: ``out/overlay.mp4`` (the video with the mask blended in), ``out/masks/`` and ``out/turns.json``
+    (the policy's turns, J, F and the query). The expression is the split's first with a temporal or spatial
+    query (a reasoning one), else its first.
+    """
+    from videoseg_o3.data import load_benchmark
+    from videoseg_o3.evaluation import score_expression
+    from videoseg_o3.output import frame_names, write_mask_folder, write_overlay_video
+    from videoseg_o3.pipeline import VideoSegO3
+
+    records = list(load_benchmark(split_root, "revos"))
+    record = next((r for r in records if kinds.get(r.key) in ("temporal", "spatial")), records[0])
+    pipeline = VideoSegO3.from_pretrained(ckpt, device="cpu")
+    reader = record.open_video()
+    result = pipeline.segment(reader, record.expression)
+    pred = result.masks.cpu().numpy().astype(bool)
+    j, f, _, _ = score_expression(pred, record.load_masks())
+    out.mkdir(parents=True, exist_ok=True)
+    write_mask_folder(out / "masks", result.masks, frame_names(reader))
+    write_overlay_video(out / "overlay.mp4", reader, result.masks)
+    entry = {"checkpoint": str(ckpt), "video_id": record.video_id, "expression_id": record.expression_id,
+             "query": record.expression, "kind": kinds.get(record.key), "J": j, "F": f, "jf": (j + f) / 2,
+             "overlay": str(out / "overlay.mp4"), **result.to_json()}
+    (out / "turns.json").write_text(json.dumps(entry, indent=2, default=str) + "\n")
+    return entry
+
+
 # -- output ------------------------------------------------------------------------------------------------
 
 def write_plots(out: Path, stages: dict[str, dict[str, Any]]) -> list[Path]:
@@ -462,6 +495,11 @@ def run_recipe(out: str | Path, cfg: RecipeConfig, *, seeds: Sequence[int] = (0,
             "is the best on val.\n\n" + table)
         record["ablations"] = {"chosen_on_val": chosen, "runs": ablation_runs}
     record["plots"] = [str(p) for p in write_plots(out, record["stages"])]
+    best = "grpo" if "grpo" in record["stages"] else "sft"
+    shown = showcase(out / best / "final", data / "test", out / "showcase", kinds["test"])
+    record["showcase"] = {k: shown[k] for k in ("query", "kind", "J", "F", "jf", "overlay", "checkpoint")}
+    log(f"[recipe] held-out video {shown['video_id']}, query \"{shown['query']}\": J&F {shown['jf']:.3f} "
+        f"({best} checkpoint); overlay -> {shown['overlay']}")
     record["seconds"] = time.perf_counter() - t_start
     _write_json(results_path, record)
     log(f"[recipe] wrote {results_path}")
@@ -473,6 +511,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="Run directory (data, checkpoints, results.json, plots).")
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="Smaller data and budgets (~40 min target on 2 idle cores).")
+    size.add_argument("--demo", action="store_true", help="About 5 minutes: a short run of every stage, then one held-out "
+                      "video segmented (overlay + J&F); a first look, not the recipe's numbers.")
     size.add_argument("--smoke", action="store_true", help="Minimal size: checks that every stage runs (numbers meaningless).")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="Training seeds (default 0).")
     parser.add_argument("--ablations", action="store_true", help="Also GRPO with 1 turn and without calibration; writes ablations.md.")
@@ -483,7 +523,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ("warmup_steps", "sft_steps", "grpo_steps"):
         parser.add_argument(f"--{name}", type=int, default=None, help=f"Override the preset's {name}.")
     args = parser.parse_args(argv)
-    cfg = RecipeConfig.preset("smoke" if args.smoke else "quick" if args.quick else "full")
+    cfg = RecipeConfig.preset("smoke" if args.smoke else "quick" if args.quick else "demo" if args.demo else "full")
     changes: dict[str, Any] = {}
     if args.max_turns is not None:
         if args.max_turns < 1:

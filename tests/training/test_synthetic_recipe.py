@@ -8,9 +8,13 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
+from videoseg_o3.data import load_benchmark
 from training.synthetic_recipe import QUERY_TYPES, STAGES, RecipeConfig, ablation_table, generate_data, query_kinds
 
 TINY = dataclasses.replace(RecipeConfig.preset("smoke"), train_videos=1, val_videos=1, test_videos=2, queries_per_video=2)
@@ -99,6 +103,16 @@ def test_smoke_recipe_end_to_end(tmp_path) -> None:
     assert (out / "grpo_turns1_calon" / "final" / "videoseg_o3.json").is_file()
     for name in ("jf_per_stage.png", "reward_per_stage.png"):
         assert (out / "plots" / name).stat().st_size > 0
+    # the held-out video the run ends on: an overlay a user can open, and J&F recomputed from the written masks
+    shown = results["showcase"]
+    assert shown["checkpoint"].endswith("grpo/final") and Path(shown["overlay"]).stat().st_size > 0
+    turns = json.loads((out / "showcase" / "turns.json").read_text())
+    record = next(r for r in load_benchmark(out / "data" / "test", "revos")
+                  if (r.video_id, r.expression_id) == (turns["video_id"], turns["expression_id"]))
+    written = np.stack([np.array(Image.open(p)) > 0 for p in sorted((out / "showcase" / "masks").iterdir())])
+    gt = record.load_masks()
+    j = float(np.mean([1.0 if not (w | g).any() else (w & g).sum() / (w | g).sum() for w, g in zip(written, gt)]))
+    assert shown["J"] == pytest.approx(j)
 
 
 @pytest.mark.parametrize("flag", ["--max_turns", "--warmup_steps", "--sft_steps", "--grpo_steps", "--eval_limit"])
