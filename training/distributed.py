@@ -141,10 +141,10 @@ def _transformer_stacks(module: nn.Module) -> tuple[list[nn.Module], list[nn.Mod
     language, vision, seen = [], [], set()
     for sub in module.modules():
         lm, vis = getattr(sub, "language_model", None), getattr(sub, "visual", None)
-        if isinstance(lm, nn.Module) and isinstance(getattr(lm, "layers", None), nn.ModuleList) and id(lm) not in seen:
+        if isinstance(getattr(lm, "layers", None), nn.ModuleList) and id(lm) not in seen:
             seen.add(id(lm))
             language.append(lm)
-        if isinstance(vis, nn.Module) and isinstance(getattr(vis, "blocks", None), nn.ModuleList) and id(vis) not in seen:
+        if isinstance(getattr(vis, "blocks", None), nn.ModuleList) and id(vis) not in seen:
             seen.add(id(vis))
             vision.append(vis)
     return language, vision
@@ -171,13 +171,15 @@ def shard_model(module: nn.Module, *, bf16: bool = False, mesh: Any = None) -> l
     if mesh is None:
         device = next(module.parameters()).device
         mesh = init_device_mesh(device.type, (dist.get_world_size(),))
-    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else MixedPrecisionPolicy()
+    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else \
+        MixedPrecisionPolicy()
     names = {id(m): n for n, m in module.named_modules()}
     units: list[nn.Module] = []
     for root, children in [(lm, list(lm.layers)) for lm in language] + [(vis, list(vis.blocks)) for vis in vision]:
         # A parameter also reachable outside the root (e.g. tied to the LM head) stays whole on every rank.
         inside, prefix = {id(p) for p in root.parameters()}, (names[id(root)] + ".").lstrip(".")
-        shared = {p for n, p in module.named_parameters(remove_duplicate=False) if id(p) in inside and not n.startswith(prefix)}
+        shared = {p for n, p in module.named_parameters(remove_duplicate=False)
+                  if id(p) in inside and not n.startswith(prefix)}
         # The outer model embeds the tokens before calling the language model: its embedding stays whole.
         embed = root.get_input_embeddings() if any(root is lm for lm in language) else None
         ignored = shared | (set(embed.parameters()) if isinstance(embed, nn.Module) else set())
@@ -246,9 +248,10 @@ def clip_grad_norm(params: Iterable[torch.nn.Parameter], max_norm: float) -> tor
         return torch.nn.utils.clip_grad_norm_(params, max_norm)
     plain = [p for p in params if not _is_dtensor(p)]
     norm = torch.nn.utils.get_total_norm([p.grad for p in sharded])
-    norm = norm.full_tensor()  # the DTensor norm is a partial over the shards: reduce it
+    norm = norm.full_tensor()  # DTensor's norm already reduces over the shards (Replicate); as a plain tensor
     if plain:
-        norm = torch.nn.utils.get_total_norm([norm, torch.nn.utils.get_total_norm([p.grad for p in plain]).to(norm.device)])
+        plain_norm = torch.nn.utils.get_total_norm([p.grad for p in plain]).to(norm.device)
+        norm = torch.nn.utils.get_total_norm([norm, plain_norm])
     torch.nn.utils.clip_grads_with_norm_(sharded, max_norm, norm)
     if plain:
         torch.nn.utils.clip_grads_with_norm_(plain, max_norm, norm.to(plain[0].grad.device))
