@@ -123,25 +123,32 @@ def test_fsdp2_bf16_mixed_precision(tmp_path) -> None:
 @pytest.mark.slow
 @needs_torchrun
 def test_fsdp2_exact_resume_and_resume_under_replicate(tmp_path) -> None:
-    """Guards full-state-dict checkpoints under FSDP2 (gathered to rank 0, loaded back into shards): 2 FSDP2 ranks
-    killed after step 2 and resumed give step 3's loss bit for bit equal to the uninterrupted run's, and the
-    step-2 checkpoint also resumes in ONE process without sharding (2 micro-batches instead of 2 ranks: equal
-    within the gloo-vs-one-process tolerance)."""
+    """Guards full-state-dict checkpoints under FSDP2 (weights and AdamW state gathered to rank 0, loaded back
+    into shards): 2 FSDP2 ranks killed after step 2 and resumed give the losses of steps 3 and 4 (step 4's
+    depends on the restored optimizer state) and the step-4 weights bit for bit equal to the uninterrupted
+    run's; the step-2 checkpoint also resumes in ONE process without sharding (2 micro-batches instead of 2
+    ranks: equal within the gloo-vs-one-process tolerance)."""
+    from safetensors.torch import load_file
+
     full, cut, solo = tmp_path / "full", tmp_path / "cut", tmp_path / "solo"
-    flags = [*SFT_FLAGS, "--max_steps", "3", "--gradient_accumulation_steps", "1", "--distributed_strategy", "fsdp2"]
+    flags = [*SFT_FLAGS, "--max_steps", "4", "--gradient_accumulation_steps", "1", "--distributed_strategy", "fsdp2"]
     _launch(["train", "sft", "0", *flags, "--output_dir", str(full)], 2)
     _launch(["train", "sft", "2", *flags, "--output_dir", str(cut)], 2, killed=True)
     assert sorted(p.name for p in cut.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
     _launch(["train", "sft", "0", *flags, "--output_dir", str(cut), "--resume"], 2)
-    assert _rows(cut)[3]["loss"] == _rows(full)[3]["loss"]
-    assert _rows(cut)[3]["grad_norm"] == _rows(full)[3]["grad_norm"]
+    for step in (3, 4):
+        assert _rows(cut)[step]["loss"] == _rows(full)[step]["loss"], step
+        assert _rows(cut)[step]["grad_norm"] == _rows(full)[step]["grad_norm"], step
+    w_full, w_cut = (load_file(str(d / "checkpoint-4" / "trainable.safetensors")) for d in (full, cut))
+    assert set(w_full) == set(w_cut) and all(torch.equal(w_cut[n], w_full[n]) for n in w_full)
     shutil.copytree(full / "data", solo / "data")
-    _launch(["train", "sft", "0", *SFT_FLAGS, "--max_steps", "3", "--gradient_accumulation_steps", "2",
+    _launch(["train", "sft", "0", *SFT_FLAGS, "--max_steps", "4", "--gradient_accumulation_steps", "2",
              "--distributed_strategy", "replicate", "--output_dir", str(solo),
              "--resume_from_checkpoint", str(full / "checkpoint-2")], 1)
     atol, rtol = TOL["gloo_vs_single_process"]
-    assert list(_rows(solo)) == [3]
-    assert _rows(solo)[3]["loss"] == pytest.approx(_rows(full)[3]["loss"], abs=atol, rel=rtol)
+    assert list(_rows(solo)) == [3, 4]
+    for step in (3, 4):
+        assert _rows(solo)[step]["loss"] == pytest.approx(_rows(full)[step]["loss"], abs=atol, rel=rtol), step
 
 
 @pytest.mark.slow
