@@ -70,6 +70,12 @@ TOL: dict[str, tuple[float, float]] = {
     # 2 gloo processes vs 1 process accumulating the same 2 examples: loss, gradient norm and weights after one
     # AdamW step (fp32; only the summation order of the gradients differs)
     "gloo_vs_single_process": (1e-5, 1e-4),
+    # 2 FSDP2 gloo ranks vs 1 plain process on the same 2 examples: loss, gradient norm and every gathered
+    # gradient (fp32; the reduce-scatter and the all_reduce change only the summation order)
+    "fsdp2_vs_single_process": (1e-6, 1e-5),
+    # 2 NCCL ranks, bf16: FSDP2 (bf16 all-gathered weights) vs replicate (fp32 weights under autocast), loss
+    # after one step (bf16 has 8 mantissa bits; the loss is ~14)
+    "fsdp2_bf16_vs_replicate_gpu": (5e-2, 1e-2),
     # bench/latency.py report: ratios and means recomputed from the raw runs (float rounding only), and
     # per-stage seconds summing to the per-video latency (rounded to 1 us in the timings it reads)
     "bench_report_recomputed": (0.0, 1e-9),

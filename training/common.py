@@ -139,9 +139,11 @@ def start_run(config: Any) -> tuple[torch.device, Any, Path, list[Any]]:
     from videoseg_o3.device import resolve_device
 
     device = resolve_device(None if config.device == "auto" else config.device)
-    info = init_distributed(device)
+    # fsdp2 with one process still needs a (one-rank) process group for its device mesh
+    info = init_distributed(device, single_process_group=config.distributed_strategy == "fsdp2")
     if device.type == "cuda" and info.enabled:
         device = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(device)  # NCCL and FSDP2's device mesh use the current device
     folders: list[Any] = []
     if info.is_main:
         prepare_output_dir(config)
@@ -185,9 +187,11 @@ def end_step(config: Any, out: Path, step: int, total_steps: int, metrics: dict[
 
     if step % config.logging_steps == 0 or step == total_steps:
         logger.log(step, metrics)
-    if config.save_steps and step % config.save_steps == 0 and step < total_steps and info.is_main:
-        checkpointing.save_training_state(out, step, model, optimizer, scheduler, samples_seen=samples_seen,
-                                          config=config.to_dict(), keep=config.save_total_limit)
+    if config.save_steps and step % config.save_steps == 0 and step < total_steps:
+        tensors = checkpointing.gather_training_state(model, optimizer)  # every rank: a collective under FSDP2
+        if info.is_main:
+            checkpointing.save_training_state(out, step, model, optimizer, scheduler, samples_seen=samples_seen,
+                                              config=config.to_dict(), keep=config.save_total_limit, tensors=tensors)
     if bar is not None:
         bar.update(1)
         bar.set_postfix(**postfix)
@@ -200,14 +204,16 @@ def finish_run(config: Any, out: Path, step: int, model: torch.nn.Module, optimi
     """Close the run: the last resumable checkpoint and ``save_final(OUTPUT_DIR/final)`` (the project
     checkpoint) on rank 0, then the logger; every rank waits for rank 0. Returns the final directory."""
     from training import checkpointing
-    from training.distributed import barrier
+    from training.distributed import barrier, unshard_for_export
 
     if bar is not None:
         bar.close()
     final = out / "final"
+    tensors = checkpointing.gather_training_state(model, optimizer)  # every rank: a collective under FSDP2
+    unshard_for_export(model)  # FSDP2 units back to plain modules (a collective), so save_final sees whole tensors
     if info.is_main:
         checkpointing.save_training_state(out, step, model, optimizer, scheduler, samples_seen=samples_seen,
-                                          config=config.to_dict(), keep=config.save_total_limit)
+                                          config=config.to_dict(), keep=config.save_total_limit, tensors=tensors)
         save_final(final)
     logger.close()
     barrier(info)

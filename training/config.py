@@ -20,6 +20,7 @@ __all__ = ["GRPOConfig", "SFTConfig", "TrainConfig", "parse_config"]
 
 LR_SCHEDULERS = ("cosine", "linear", "constant")
 PROTOCOL_PRESETS = ("eval", "rl")
+DISTRIBUTED_STRATEGIES = ("auto", "replicate", "fsdp2")  # training.distributed.STRATEGIES
 
 
 @dataclass
@@ -65,6 +66,12 @@ class TrainConfig:
     prompt_style: str = field(default="videoseg-o3", metadata={"help": "Prompt wording: 'videoseg-o3' (released) or 'default'."})
     bf16: bool = field(default=False, metadata={"help": "Train the policy in bfloat16 autocast (reference: on)."})
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda[:i]."})
+    distributed_strategy: str = field(
+        default="auto",
+        metadata={"help": "With several processes (torchrun): replicate (every rank holds the model, gradients "
+                  "all-reduced as DDP does), fsdp2 (torch fully_shard of the decoder layers and vision blocks) or auto "
+                  "(fsdp2 on CUDA with several processes, else replicate)."},
+    )
     progress: bool = field(default=True, metadata={"help": "Show a tqdm progress bar."})
     report_to: list[str] = field(
         default_factory=lambda: ["jsonl", "tensorboard"],
@@ -78,6 +85,7 @@ class TrainConfig:
         _choice(self, "lr_scheduler_type", LR_SCHEDULERS)
         _choice(self, "protocol_preset", PROTOCOL_PRESETS)
         _choice(self, "prompt_style", ("videoseg-o3", "default"))
+        _choice(self, "distributed_strategy", DISTRIBUTED_STRATEGIES)
         for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps", "synthetic_videos"):
             _at_least(self, name, 1)
         for name in ("save_steps", "save_total_limit"):

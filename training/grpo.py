@@ -102,7 +102,7 @@ def train(config: GRPOConfig, *, on_step: Callable[[int, dict[str, Any]], None] 
     from training.common import (build_optimizer, end_step, example_index, finish_run, load_start_models,
                                  resume_and_track, seed_everything, start_run)
     from training.data import load_rl_prompts
-    from training.distributed import all_reduce_mean, average_gradients
+    from training.distributed import all_reduce_mean, average_gradients, clip_grad_norm, prepare_model
     from training.losses import behaviour_logps, compute_grpo_loss
     from training.rollout import collect_rollouts
     from videoseg_o3.agent import GenerationConfig
@@ -120,6 +120,7 @@ def train(config: GRPOConfig, *, on_step: Callable[[int, dict[str, Any]], None] 
     set_grpo_trainable(policy, segmenter, config)
     model = nn.ModuleDict({"policy": policy, "segmenter": segmenter})
     model.train()
+    prepare_model(model, config, info)  # distributed_strategy: fsdp2 shards the policy's layers here
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer, scheduler = build_optimizer(params, config, config.max_steps * config.num_iterations)
     protocol = config.protocol()
@@ -168,7 +169,7 @@ def train(config: GRPOConfig, *, on_step: Callable[[int, dict[str, Any]], None] 
                     sums[key] += float(value) / (config.gradient_accumulation_steps * config.num_iterations)
             average_gradients(params, info)
             clip = config.max_grad_norm if config.max_grad_norm > 0 else float("inf")
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip)) if finite else float("nan")
+            grad_norm = float(clip_grad_norm(params, clip)) if finite else float("nan")
             lr = scheduler.get_last_lr()[0]
             finite = finite and math.isfinite(all_reduce_mean(grad_norm, info))
             if finite:

@@ -154,7 +154,7 @@ def train(config: SFTConfig, *, on_step: Callable[[int, dict[str, Any]], None] |
     from training.common import (build_optimizer, end_step, example_index, finish_run, load_start_models,
                                  resume_and_track, seed_everything, start_run)
     from training.data import SftDataset
-    from training.distributed import all_reduce_mean, average_gradients
+    from training.distributed import all_reduce_mean, average_gradients, clip_grad_norm, prepare_model
     from videoseg_o3.checkpoint import save_checkpoint
 
     device, info, out, folders = start_run(config)
@@ -163,6 +163,7 @@ def train(config: SFTConfig, *, on_step: Callable[[int, dict[str, Any]], None] |
     protocol = config.protocol()
     model = SftModel(policy, segmenter, config)
     model.train()
+    prepare_model(model, config, info)  # distributed_strategy: fsdp2 shards the policy's layers here
     dataset = SftDataset(folders, policy.processor, policy.seg_token_id, protocol, file_name=config.sft_file,
                          seg_supervision=config.seg_supervision, max_length=config.max_length)
     steps = total_steps(config, len(dataset), info.world_size)
@@ -186,7 +187,7 @@ def train(config: SFTConfig, *, on_step: Callable[[int, dict[str, Any]], None] |
                 sums[key] = sums.get(key, 0.0) + float(value)
             tokens += int(dataset_tokens(parts))
         average_gradients(params, info)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm if config.max_grad_norm > 0 else float("inf")))
+        grad_norm = float(clip_grad_norm(params, config.max_grad_norm if config.max_grad_norm > 0 else float("inf")))
         finite = math.isfinite(sums["loss"]) and math.isfinite(grad_norm)
         lr = scheduler.get_last_lr()[0]
         if finite:

@@ -1,4 +1,5 @@
-"""``torchrun --nproc_per_node 2 -m training.sft`` over gloo equals one process on the same global batch."""
+"""``torchrun --nproc_per_node 2 -m training.sft`` over gloo (either distributed_strategy) equals one process on the
+same global batch."""
 
 from __future__ import annotations
 
@@ -26,14 +27,18 @@ def _run(cmd: list[str], out: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun is not on PATH")
-def test_two_gloo_processes_match_one_process(tmp_path) -> None:
-    """Guards the data split and the gradient averaging: 2 ranks x 1 example give the same logged loss and the
-    same updated weights (one AdamW step, so equal gradients up to summation order) as 1 rank x 2 accumulated."""
+@pytest.mark.parametrize("strategy", ["replicate", "fsdp2"])
+def test_two_gloo_processes_match_one_process(tmp_path, strategy) -> None:
+    """Guards the data split and the gradient averaging (replicate: all_reduce; fsdp2: sharded layers'
+    reduce-scatter + the replicated rest): 2 ranks x 1 example give the same logged loss and the same updated
+    weights (one AdamW step, so equal gradients up to summation order) as 1 rank x 2 accumulated; and the
+    final checkpoint (fsdp2: gathered from the shards, LoRA merged) holds the same weights."""
     from safetensors.torch import load_file
 
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
     _run([sys.executable, "-m", "training.sft", "--gradient_accumulation_steps", "2"], one)
-    _run(["torchrun", "--standalone", "--nproc_per_node", "2", "-m", "training.sft", "--gradient_accumulation_steps", "1"], two)
+    _run(["torchrun", "--standalone", "--nproc_per_node", "2", "-m", "training.sft", "--gradient_accumulation_steps", "1",
+          "--distributed_strategy", strategy], two)
     rows = [json.loads((tmp_path / d / "log.jsonl").read_text().splitlines()[0]) for d in ("one", "two")]
     atol, rtol = TOL["gloo_vs_single_process"]
     assert rows[1]["loss"] == pytest.approx(rows[0]["loss"], abs=atol, rel=rtol)
@@ -43,3 +48,8 @@ def test_two_gloo_processes_match_one_process(tmp_path) -> None:
     assert set(w1) == set(w2)
     for name in w1:
         torch.testing.assert_close(w2[name], w1[name], atol=atol, rtol=rtol, msg=name)
+    for part in ("policy/model.safetensors", "policy/projector.safetensors"):
+        f1, f2 = (load_file(str(tmp_path / d / "final" / part)) for d in ("one", "two"))
+        assert set(f1) == set(f2)
+        for name in f1:
+            torch.testing.assert_close(f2[name], f1[name], atol=atol, rtol=rtol, msg=f"{part}:{name}")
