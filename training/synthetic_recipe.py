@@ -130,7 +130,8 @@ class RecipeConfig:
             return cls(train_videos=60, val_videos=6, test_videos=12, warmup_steps=250, sft_steps=400, grpo_steps=40)
         if name == "demo":
             return cls(train_videos=12, val_videos=2, test_videos=4, warmup_steps=60, sft_steps=100, sft_grad_accum=1,
-                       sft_learning_rate=2e-3, grpo_steps=2, grpo_prompts_per_step=1, eval_val=False)
+                       sft_learning_rate=2e-3, grpo_steps=2, grpo_prompts_per_step=1, eval_val=False,
+                       eval_limit=4)
         if name == "smoke":
             return cls(train_videos=2, val_videos=1, test_videos=1, frames=(6, 6), size=(40, 40), queries_per_video=1,
                        warmup_steps=1, warmup_frames_per_step=2, sft_steps=1, sft_grad_accum=1, lora_r=4, grpo_steps=1,
