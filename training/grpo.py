@@ -110,40 +110,49 @@ def update_on_batch(policy: Any, ref_policy: Any | None, segmenter: Any, batch: 
                     info: Any) -> tuple[Counter[str], dict[str, float]]:
     """The ``num_iterations`` optimizer updates on one rollout batch (gradient accumulation over its micro-batches).
 
-    What does not change between the iterations is scored once, before the first, under no_grad: the frozen
-    reference policy's log-probs (``batch.ref_logps``, when the KL term is on) and, when the batch is reused
-    (``num_iterations > 1``), the behaviour policy's calibrated log-probs (``batch.old_logps``), one
-    micro-batch at a time so memory stays that of a micro-batch. Each iteration then runs only the policy
-    forward and backward. A non-finite loss or gradient norm skips that iteration's optimizer step on every
-    rank.
+    What does not change between the iterations is scored once. The frozen reference policy's log-probs
+    (``batch.ref_logps``, when the KL term is on) before the first iteration, under no_grad, one micro-batch
+    at a time (memory of one micro-batch). The behaviour policy's calibrated log-probs (``batch.old_logps``,
+    for the clipped ratio when ``num_iterations > 1``) come out of the first iteration's own forwards
+    (``grpo_loss_and_logps``): before its optimizer step the policy is the behaviour policy, so no extra
+    forward is needed, and that first loss equals the one with stored behaviour log-probs (ratio 1). Each
+    iteration then runs only the policy forward and backward. A non-finite loss or gradient norm skips that
+    iteration's optimizer step on every rank.
 
     Returns:
         sums: the loss metrics averaged over micro-batches and iterations.
         last: ``{"lr", "grad_norm", "skipped"}`` of the last iteration (``skipped`` counts all of them).
     """
     from training.distributed import all_reduce_mean, average_gradients
-    from training.losses import behaviour_logps, compute_grpo_loss, reference_logps
+    from training.losses import behaviour_logps, compute_grpo_loss, grpo_loss_and_logps, reference_logps
 
     micros = micro_batches(batch, config)
     if ref_policy is not None and lossc.beta > 0:
         batch.ref_logps = [lp for micro in micros for lp in reference_logps(ref_policy, micro, lossc)]
-    if config.num_iterations > 1:
-        batch.old_logps = [lp for micro in micros for lp in behaviour_logps(policy, segmenter, micro, lossc)]
-    micros = micro_batches(batch, config)  # carrying the stored log-probs
+        micros = micro_batches(batch, config)  # carrying the stored reference log-probs
+    reuse = config.num_iterations > 1 and batch.old_logps is None
     sums: Counter[str] = Counter()
     skipped = 0
     grad_norm, lr = float("nan"), scheduler.get_last_lr()[0]
-    for _ in range(config.num_iterations):
+    for iteration in range(config.num_iterations):
         optimizer.zero_grad(set_to_none=True)
         finite = True
         for micro in micros:
-            loss, parts = compute_grpo_loss(policy, ref_policy, segmenter, micro, lossc)
+            if reuse and iteration == 0:  # keep the behaviour policy's log-probs for the later iterations' ratio
+                loss, parts, micro.old_logps = grpo_loss_and_logps(policy, ref_policy, segmenter, micro, lossc)
+            else:
+                loss, parts = compute_grpo_loss(policy, ref_policy, segmenter, micro, lossc)
             if not torch.isfinite(loss.detach()):
                 finite = False
                 break
             (loss / len(micros)).backward()
             for key, value in parts.items():
                 sums[key] += float(value) / (len(micros) * config.num_iterations)
+        if reuse and iteration == 0:
+            for micro in micros:  # micro-batches a non-finite loss cut off: still the behaviour policy here
+                if micro.old_logps is None:
+                    micro.old_logps = behaviour_logps(policy, segmenter, micro, lossc)
+            batch.old_logps = [lp for micro in micros for lp in micro.old_logps]
         average_gradients(params, info)
         clip = config.max_grad_norm if config.max_grad_norm > 0 else float("inf")
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip)) if finite else float("nan")

@@ -619,6 +619,34 @@ def compute_grpo_loss(
             (``mask_vid_bce``, ``mask_vid_dice``, ``mask_kf_bce``, ``mask_kf_dice``), ``num_loss_tokens``,
             ``loss_nonfinite`` (0 or 1).
     """
+    loss, metrics, _ = _grpo_loss(policy, ref_policy, segmenter, batch, config, with_logps=False)
+    return loss, metrics
+
+
+def grpo_loss_and_logps(
+    policy: Any,
+    ref_policy: Any | None,
+    segmenter: Any,
+    batch: Any,
+    config: GRPOLossConfig | None = None,
+) -> tuple[torch.Tensor, dict[str, float], list[torch.Tensor]]:
+    """:func:`compute_grpo_loss`, plus the policy's calibrated per-token log-probs of this very forward.
+
+    On a fresh batch (no ``old_logps``) the policy IS the behaviour policy, so these are what
+    :func:`behaviour_logps` would score in a separate no-grad forward (the same computation): the trainer
+    keeps them from the first of ``num_iterations`` updates for the clipped ratio of the later ones, and
+    that first update's loss is unchanged (ratio exp(lpc - sg(lpc)) = 1, as with stored behaviour log-probs).
+
+    Returns:
+        loss, metrics: as :func:`compute_grpo_loss`.
+        logps: ``B`` tensors ``(L_i,) float32`` on the CPU, detached, in ``behaviour_logps``' layout (entry ``j``
+            is log pi(input_ids[j]) + m at a kept [SEG], 0 where ``response_mask`` is 0).
+    """
+    return _grpo_loss(policy, ref_policy, segmenter, batch, config, with_logps=True)  # type: ignore[return-value]
+
+
+def _grpo_loss(policy: Any, ref_policy: Any | None, segmenter: Any, batch: Any, config: GRPOLossConfig | None,
+               *, with_logps: bool) -> tuple[torch.Tensor, dict[str, float], list[torch.Tensor] | None]:
     config = config if config is not None else GRPOLossConfig()
     if len(batch) == 0:
         raise ValueError("Invalid batch: no rollouts. Pass a RolloutBatch with at least one group.")
@@ -662,7 +690,11 @@ def compute_grpo_loss(
     metrics["policy_loss"] = float(rl_loss.detach())
     metrics["loss"] = float(loss.detach())
     metrics["loss_nonfinite"] = float(not bool(torch.isfinite(loss.detach())))
-    return loss, metrics
+    per_token = None
+    if with_logps:
+        lpc = logps.detach().float() + (bonus.detach() if bonus is not None else 0.0)
+        per_token = _per_token(batch, rows, lpc)
+    return loss, metrics, per_token
 
 
 def _metrics(rows: TokenRows, lp: torch.Tensor, entropy: torch.Tensor | None, old: torch.Tensor | None,
