@@ -268,7 +268,6 @@ def dialogue_hidden_states(policy: Any, trajectory: Any) -> torch.Tensor:
     return out.last_hidden_state[0]
 
 
-
 def distinct_images(trajectories: list[Any], device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """The distinct images of several dialogues, by content, and which one each dialogue image is.
 
@@ -330,18 +329,22 @@ def batch_hidden_states(policy: Any, trajectories: list[Any], *, batching: str =
 
     ``batching="group"``: the vision tower runs ONCE over the distinct images of all the dialogues
     (:func:`distinct_images`; the rollouts of a prompt share their turn-0 frames), and the language model
-    runs ONE forward over the dialogues right-padded into a ``(B, L_max)`` batch with a padding attention
-    mask. Each row's 3-D M-RoPE positions come from ``model.model.get_rope_index`` over the padded batch
-    with that mask (transformers skips padded tokens, so each row gets exactly the positions of its
-    dialogue alone, as the rollout's context computed them). Right padding keeps every real token's
-    computation that of the unpadded dialogue: causal attention never looks right, and the padding
-    keys are masked for the padded queries. The encoded images are handed to the model as precomputed
+    runs ONE forward over the dialogues right-padded into a ``(B, L_max)`` batch. Each row's 3-D M-RoPE
+    positions come from ``model.model.get_rope_index`` over the padded batch with a padding mask
+    (transformers skips padded tokens, so each row gets exactly the positions of its dialogue alone, as
+    the rollout's context computed them). The forward itself takes NO attention mask: with right padding
+    a real token's causal window holds only real tokens of its own row, so its computation is that of the
+    unpadded dialogue, while the padded queries' outputs are never read (no loss, no gradient). Without
+    a mask the attention runs the plain causal kernel (``is_causal``: flash / memory-efficient on a GPU)
+    instead of materialising a ``(B, 1, L, L)`` mask. The encoded images are handed to the model as precomputed
     encoder outputs, ordered row by row as the model scatters them into the image placeholders
     (deepstack features of Qwen3-VL alike). Gradients of an image shared by several rows sum on its
     one encoding, as they would over separate encodings.
 
-    ``batching="rollout"``: :func:`dialogue_hidden_states` once per dialogue (no padding; peak memory of
-    one dialogue's attention at a time, a fallback for very long dialogues of very different lengths).
+    ``batching="rollout"``: :func:`dialogue_hidden_states` once per dialogue, the memory fallback: no
+    padding (the batch holds ``B x L_max`` activations where the loop holds ``sum L_i``, which matters when
+    long and short dialogues share a micro-batch), and the transient attention buffers of one dialogue at
+    a time.
 
     Args:
         policy: a ``SegPolicy``.
@@ -385,7 +388,6 @@ def batch_hidden_states(policy: Any, trajectories: list[Any], *, batching: str =
     out = inner(
         input_ids=ids,
         position_ids=positions,
-        attention_mask=mask,
         image_grid_thw=all_grids if has_images else None,
         mm_token_type_ids=types,
         mm_encoder_outputs=encoder_outputs,
