@@ -23,10 +23,14 @@ What it measures, and what it deliberately simplifies:
 - ``--size tiny``: the tiny Qwen3-VL policy and SAM2 Hiera-T at 256 px (CPU friendly). ``--size 2b``: a
   Qwen3-VL-2B-sized policy (hidden 2048, 28 layers, vocab 151,936; random weights) and SAM2 Hiera-L at
   1024 px, bf16: a GPU path (it needs ~20 GB of device memory).
+- ``forward_s``: the part ``update_batching`` changes, alone: the policy's vision tower + language model forward
+  and its backward (of the hidden states' mean square) over each micro-batch, without the LM head, SAM2 or the
+  optimizer (which dominate the tiny model's update on a CPU).
 - Peak memory of the update: ``torch.cuda.max_memory_allocated`` on a GPU; on the CPU the live tensor bytes
   tracked by ``bench.kernels.TensorMemoryTracker`` (which slows the update it watches: CPU update times are
   taken in a separate, untracked run).
-- The first step warms caches and is reported but not averaged when ``--steps`` > 1. The weights drift by one
+- The first step warms caches and is reported but not averaged when ``--steps`` > 1; the pairs' order rotates
+  from step to step. The weights drift by one
   tiny AdamW step per update (lr 1e-6), which does not change the cost of the next one.
 """
 
@@ -96,9 +100,11 @@ def run(args: argparse.Namespace, device: torch.device, impls: list[str], batchi
     import copy
 
     from bench.kernels import TensorMemoryTracker
+    from videoseg_o3.device import synchronize
     from training.config import GRPOConfig
     from training.distributed import DistInfo
-    from training.grpo import loss_config, update_on_batch
+    from training.grpo import loss_config, micro_batches, update_on_batch
+    from training.losses import batch_hidden_states
     from training.rollout import collect_rollouts, rl_generation_config, scripted_turns
 
     policy, segmenter = build(args.size, device)
@@ -116,7 +122,8 @@ def run(args: argparse.Namespace, device: torch.device, impls: list[str], batchi
         batch = collect_rollouts(policy, segmenter, [prompt], group_size=args.group_size, seed=step,
                                  generation=rl_generation_config(max_new_tokens=args.max_new_tokens),
                                  forced_turns=scripted_turns(args.frames, args.group_size))
-        for pair in pairs:
+        shift = step % len(pairs)  # rotate the order, so no pair always runs first after the rollouts
+        for pair in pairs[shift:] + pairs[:shift]:
             config = configs[pair]
             lossc = loss_config(config)
 
@@ -140,13 +147,22 @@ def run(args: argparse.Namespace, device: torch.device, impls: list[str], batchi
                 with TensorMemoryTracker() as tracker:
                     update()
                 peak = tracker.peak
+            synchronize(device)
+            t0 = time.perf_counter()
+            for micro in micro_batches(batch, config):
+                hidden = batch_hidden_states(policy, micro.trajectories, batching=config.update_batching)
+                sum(h.float().square().mean() for h in hidden).backward()
+            synchronize(device)
+            forward_s = time.perf_counter() - t0
+            optimizer.zero_grad(set_to_none=True)
             rows[pair].append({"step": step, "rollout_s": batch.stats["rollout_s"], "segment_s": batch.stats["segment_s"],
-                               "reward_s": batch.stats["reward_s"], "update_s": update_s, "update_peak_bytes": int(peak),
-                               "sampled_tokens": batch.stats["sampled_tokens"]})
+                               "reward_s": batch.stats["reward_s"], "update_s": update_s, "forward_s": forward_s,
+                               "update_peak_bytes": int(peak), "sampled_tokens": batch.stats["sampled_tokens"]})
     results = []
     for (impl, batching), steps in rows.items():
         measured = steps[1:] if len(steps) > 1 else steps
-        summary = {k: statistics.mean(r[k] for r in measured) for k in ("rollout_s", "segment_s", "reward_s", "update_s")}
+        summary = {k: statistics.mean(r[k] for r in measured)
+                   for k in ("rollout_s", "segment_s", "reward_s", "update_s", "forward_s")}
         summary["update_peak_bytes"] = max(r["update_peak_bytes"] for r in steps)
         summary["step_s"] = sum(summary[k] for k in ("rollout_s", "segment_s", "reward_s", "update_s"))
         results.append({"loss_impl": impl, "update_batching": batching, "steps": steps, **summary})
@@ -189,19 +205,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device {device}, size {args.size}, G = {args.group_size}, num_iterations = {args.num_iterations}, "
           f"{args.steps} steps (first one not averaged when > 1)")
     print(f"{'loss_impl':10s} {'batching':9s} {'rollout_s':>10s} {'segment_s':>10s} {'reward_s':>9s} {'update_s':>9s} "
-          f"{'step_s':>8s} {'update_peak_MiB':>16s} {'update x base':>14s} {'peak x base':>12s}")
+          f"{'step_s':>8s} {'forward_s':>9s} {'update_peak_MiB':>16s} {'update x base':>14s} {'peak x base':>12s}")
     for r in results:
         print(f"{r['loss_impl']:10s} {r['update_batching']:9s} {r['rollout_s']:10.2f} {r['segment_s']:10.2f} "
-              f"{r['reward_s']:9.3f} {r['update_s']:9.2f} {r['step_s']:8.2f} {r['update_peak_bytes'] / 2**20:16.1f} "
+              f"{r['reward_s']:9.3f} {r['update_s']:9.2f} {r['step_s']:8.2f} {r['forward_s']:9.3f} "
+              f"{r['update_peak_bytes'] / 2**20:16.1f} "
               f"{r['update_s'] / base['update_s']:14.2f} {r['update_peak_bytes'] / max(base['update_peak_bytes'], 1):12.2f}")
     by_pair = {(r["loss_impl"], r["update_batching"]): r for r in results}
     for impl in impls:
         if (impl, "group") in by_pair and (impl, "rollout") in by_pair:
             grouped, loop = by_pair[(impl, "group")], by_pair[(impl, "rollout")]
             speedup = loop["update_s"] / grouped["update_s"]
+            forward = loop["forward_s"] / grouped["forward_s"]
             peak = grouped["update_peak_bytes"] / max(loop["update_peak_bytes"], 1)
-            print(f"{impl}: batched (group) update is {speedup:.2f}x as fast as per-rollout (rollout); "
-                  f"peak memory x{peak:.2f}")
+            print(f"{impl}: batched (group) vs per-rollout (rollout): update {speedup:.2f}x as fast, policy forward + "
+                  f"backward {forward:.2f}x as fast, update peak memory x{peak:.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"device": str(device), "size": args.size, "num_iterations": args.num_iterations,
                                                 "results": results}, indent=2))
