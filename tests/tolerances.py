@@ -39,6 +39,11 @@ TOL: dict[str, tuple[float, float]] = {
     # torch-chunked LM-head loss vs the full-logits reference (fp32; only summation order differs)
     "chunked_fp32": (1e-5, 1e-4),
     "chunked_fp32_grad": (1e-5, 1e-4),
+    # the GRPO update's padded batched forward (vision tower once per distinct image) vs one unpadded forward per
+    # rollout dialogue (fp32; only the matmul blocking of batched vs single rows differs): log-probs and loss,
+    # then gradients (summed over the rollouts that share an image)
+    "batched_update_fp32": (1e-5, 1e-4),
+    "batched_update_fp32_grad": (1e-5, 1e-3),
     # GRPO / calibration math vs values worked out by hand (fp32)
     "loss_math": (1e-6, 1e-5),
     # reward values vs the hand-worked tables (fp32 tensors of Python-float arithmetic)

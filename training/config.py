@@ -186,6 +186,7 @@ class GRPOConfig(TrainConfig):
     )
     num_iterations: int = field(default=1, metadata={"help": "Updates per rollout batch (> 1: clipped ratio on old log-probs)."})
     loss_impl: str = field(default="eager", metadata={"help": "Policy-loss path: eager, chunked or triton."})
+    update_batching: str = field(default="group", metadata={"help": "Update forward: group (one padded forward per micro-batch) or rollout (one per rollout; memory fallback)."})
     reward_mode: str = field(default="intended", metadata={"help": "intended (dense forms) or compat (released step functions)."})
     reward_funcs: list[str] = field(default_factory=list, metadata={"help": "Reward names (default: the seven of the recipe)."})
     reward_weights: list[float] = field(default_factory=list, metadata={"help": "One weight per reward (default 1 each)."})

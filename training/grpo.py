@@ -31,7 +31,7 @@ from torch import nn
 
 from training.config import GRPOConfig
 
-__all__ = ["loss_config", "main", "rollout_prompt", "step_metrics", "train"]
+__all__ = ["loss_config", "main", "micro_batches", "rollout_prompt", "step_metrics", "train", "update_on_batch"]
 
 
 def loss_config(config: GRPOConfig) -> Any:
@@ -43,7 +43,7 @@ def loss_config(config: GRPOConfig) -> Any:
                           loss_agg_mode=config.loss_agg_mode, max_len=config.max_completion_length * config.max_turns,
                           temperature=1.0 if compat else None, logprob_dtype="bfloat16" if compat else "float32",
                           loss_impl=config.loss_impl, calibration=config.use_calibration,
-                          aux_mask_weight=config.seg_loss_weight)
+                          aux_mask_weight=config.seg_loss_weight, update_batching=config.update_batching)
 
 
 def reward_weights(config: GRPOConfig) -> dict[str, float] | None:
@@ -97,13 +97,84 @@ def set_grpo_trainable(policy: Any, segmenter: Any, config: GRPOConfig) -> None:
     set_trainable(segmenter.sam.sam_mask_decoder, config.train_mask_decoder)
 
 
+def micro_batches(batch: Any, config: GRPOConfig) -> list[Any]:
+    """The micro-batches of a step's rollout batch, ``per_device_train_batch_size // num_generations`` whole groups
+    each, in order (a group is never split)."""
+    per_micro = config.per_device_train_batch_size // config.num_generations
+    return [batch.select(list(range(m * per_micro, (m + 1) * per_micro)))
+            for m in range(batch.num_prompts // per_micro)]
+
+
+def update_on_batch(policy: Any, ref_policy: Any | None, segmenter: Any, batch: Any, optimizer: Any, scheduler: Any,
+                    params: list[torch.nn.Parameter], config: GRPOConfig, lossc: Any,
+                    info: Any) -> tuple[Counter[str], dict[str, float]]:
+    """The ``num_iterations`` optimizer updates on one rollout batch (gradient accumulation over its micro-batches).
+
+    What does not change between the iterations is scored once. The frozen reference policy's log-probs
+    (``batch.ref_logps``, when the KL term is on) before the first iteration, under no_grad, one micro-batch
+    at a time (memory of one micro-batch). The behaviour policy's calibrated log-probs (``batch.old_logps``,
+    for the clipped ratio when ``num_iterations > 1``) come out of the first iteration's own forwards
+    (``grpo_loss_and_logps``): before its optimizer step the policy is the behaviour policy, so no extra
+    forward is needed, and that first loss equals the one with stored behaviour log-probs (ratio 1). Each
+    iteration then runs only the policy forward and backward. A non-finite loss or gradient norm skips that
+    iteration's optimizer step on every rank (the ranks agree on a non-finite loss before any backward).
+
+    Returns:
+        sums: the loss metrics averaged over micro-batches and iterations.
+        last: ``{"lr", "grad_norm", "skipped"}`` of the last iteration (``skipped`` counts all of them).
+    """
+    from training.distributed import all_reduce_mean, average_gradients, clip_grad_norm
+    from training.losses import behaviour_logps, compute_grpo_loss, grpo_loss_and_logps, reference_logps
+
+    micros = micro_batches(batch, config)
+    if ref_policy is not None and lossc.beta > 0:
+        batch.ref_logps = [lp for micro in micros for lp in reference_logps(ref_policy, micro, lossc)]
+        micros = micro_batches(batch, config)  # carrying the stored reference log-probs
+    reuse = config.num_iterations > 1 and batch.old_logps is None
+    sums: Counter[str] = Counter()
+    skipped = 0
+    grad_norm, lr = float("nan"), scheduler.get_last_lr()[0]
+    for iteration in range(config.num_iterations):
+        optimizer.zero_grad(set_to_none=True)
+        finite = True
+        for micro in micros:
+            if reuse and iteration == 0:  # keep the behaviour policy's log-probs for the later iterations' ratio
+                loss, parts, micro.old_logps = grpo_loss_and_logps(policy, ref_policy, segmenter, micro, lossc)
+            else:
+                loss, parts = compute_grpo_loss(policy, ref_policy, segmenter, micro, lossc)
+            # all ranks agree before backward: under fsdp2 a rank that skipped it would leave the others waiting in
+            # the gradient reduction (one all_reduce per micro-batch; a no-op in one process)
+            if all_reduce_mean(float(torch.isfinite(loss.detach())), info) < 1.0:
+                finite = False
+                break
+            (loss / len(micros)).backward()
+            for key, value in parts.items():
+                sums[key] += float(value) / (len(micros) * config.num_iterations)
+        if reuse and iteration == 0:
+            for micro in micros:  # micro-batches a non-finite loss cut off: still the behaviour policy here
+                if micro.old_logps is None:
+                    micro.old_logps = behaviour_logps(policy, segmenter, micro, lossc)
+            batch.old_logps = [lp for micro in micros for lp in micro.old_logps]
+        average_gradients(params, info)
+        clip = config.max_grad_norm if config.max_grad_norm > 0 else float("inf")
+        grad_norm = float(clip_grad_norm(params, clip)) if finite else float("nan")
+        lr = scheduler.get_last_lr()[0]
+        finite = finite and math.isfinite(all_reduce_mean(grad_norm, info))
+        if finite:
+            optimizer.step()
+        else:  # every rank skips together: the averaged norm is non-finite on all of them
+            skipped += 1
+            optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+    return sums, {"lr": lr, "grad_norm": grad_norm, "skipped": skipped}
+
+
 def train(config: GRPOConfig, *, on_step: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run GRPO as ``config`` says; returns ``{"final": path, "steps": n, "last": metrics}``."""
     from training.common import (build_optimizer, end_step, example_index, finish_run, load_start_models,
                                  resume_and_track, seed_everything, start_run)
     from training.data import load_rl_prompts
-    from training.distributed import all_reduce_mean, average_gradients, clip_grad_norm, prepare_model
-    from training.losses import behaviour_logps, compute_grpo_loss
+    from training.distributed import all_reduce_mean, prepare_model
     from training.rollout import collect_rollouts
     from videoseg_o3.agent import GenerationConfig
     from videoseg_o3.checkpoint import save_checkpoint
@@ -128,8 +199,7 @@ def train(config: GRPOConfig, *, on_step: Callable[[int, dict[str, Any]], None] 
                                 temperature=config.temperature, top_p=config.top_p, top_k=config.top_k)
     lossc = loss_config(config)
     weights = reward_weights(config)
-    g = config.num_generations
-    groups_per_micro = config.per_device_train_batch_size // g
+    groups_per_micro = config.per_device_train_batch_size // config.num_generations
     prompts_per_step = groups_per_micro * config.gradient_accumulation_steps
     step, samples_seen, logger, bar = resume_and_track(config, out, model, optimizer, scheduler, info, config.max_steps, "grpo")
     last: dict[str, Any] = {}
@@ -141,7 +211,7 @@ def train(config: GRPOConfig, *, on_step: Callable[[int, dict[str, Any]], None] 
             samples_seen += info.world_size
         rollout_inputs = [rollout_prompt(p) for p in chosen]
         try:
-            batch = collect_rollouts(policy, segmenter, rollout_inputs, group_size=g, generation=sampling,
+            batch = collect_rollouts(policy, segmenter, rollout_inputs, group_size=config.num_generations, generation=sampling,
                                      protocol=protocol, reward_weights=weights, reward_mode=config.reward_mode,
                                      seed=config.seed * 1_000_003 + step * 1009 + info.rank * 97)
         finally:
@@ -151,38 +221,12 @@ def train(config: GRPOConfig, *, on_step: Callable[[int, dict[str, Any]], None] 
                     close()
         metrics = step_metrics(batch)
         t_update = time.perf_counter()
-        if config.num_iterations > 1:
-            batch.old_logps = behaviour_logps(policy, segmenter, batch, lossc)
-        sums: Counter[str] = Counter()
-        skipped = 0
-        for _ in range(config.num_iterations):
-            optimizer.zero_grad(set_to_none=True)
-            finite = True
-            for micro in range(config.gradient_accumulation_steps):
-                groups = list(range(micro * groups_per_micro, (micro + 1) * groups_per_micro))
-                loss, parts = compute_grpo_loss(policy, ref_policy, segmenter, batch.select(groups), lossc)
-                if not torch.isfinite(loss.detach()):
-                    finite = False
-                    break
-                (loss / config.gradient_accumulation_steps).backward()
-                for key, value in parts.items():
-                    sums[key] += float(value) / (config.gradient_accumulation_steps * config.num_iterations)
-            average_gradients(params, info)
-            clip = config.max_grad_norm if config.max_grad_norm > 0 else float("inf")
-            grad_norm = float(clip_grad_norm(params, clip)) if finite else float("nan")
-            lr = scheduler.get_last_lr()[0]
-            finite = finite and math.isfinite(all_reduce_mean(grad_norm, info))
-            if finite:
-                optimizer.step()
-            else:  # every rank skips together: the averaged norm is non-finite on all of them
-                skipped += 1
-                optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
+        sums, update = update_on_batch(policy, ref_policy, segmenter, batch, optimizer, scheduler, params, config,
+                                       lossc, info)
         step += 1
         update_s = time.perf_counter() - t_update
         metrics.update({k: all_reduce_mean(v, info) for k, v in sums.items()})
-        metrics.update({"lr": lr, "grad_norm": grad_norm, "skipped": skipped, "time/update_s": update_s,
-                        "time/step_s": time.perf_counter() - t_step})
+        metrics.update({**update, "time/update_s": update_s, "time/step_s": time.perf_counter() - t_step})
         metrics["tokens_per_s"] = metrics["tokens/sampled"] / max(metrics["time/step_s"], 1e-9)
         last = metrics
         end_step(config, out, step, config.max_steps, metrics, model, optimizer, scheduler, samples_seen, info, logger,

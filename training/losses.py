@@ -128,6 +128,7 @@ def sft_mask_loss(
 
 LOSS_IMPLS = ("auto", "eager", "chunked", "triton")
 LOGPROB_DTYPES = ("float32", "bfloat16")
+UPDATE_BATCHINGS = ("group", "rollout")
 
 
 @dataclass
@@ -176,6 +177,12 @@ class GRPOLossConfig:
         metadata={"help": "Decode only the first max_segs [SEG] of a rollout for calibration and the mask loss "
                           "(the released code: 3). None = all."},
     )
+    update_batching: str = field(
+        default="group",
+        metadata={"help": "group: one vision-tower pass over the micro-batch's distinct images and one padded "
+                          "language-model forward over its rollouts; rollout: one unpadded forward per rollout "
+                          "(memory fallback for long dialogues of very different lengths)."},
+    )
 
     def __post_init__(self) -> None:
         if self.kl_type not in KL_TYPES:
@@ -200,6 +207,9 @@ class GRPOLossConfig:
             raise ValueError(f"Invalid aux_mask_weight ({self.aux_mask_weight}). Set it to >= 0.")
         if self.max_segs is not None and self.max_segs < 0:
             raise ValueError(f"Invalid max_segs ({self.max_segs}). Use None (every [SEG]) or an int >= 0.")
+        if self.update_batching not in UPDATE_BATCHINGS:
+            raise ValueError(f"Invalid update_batching ({self.update_batching}). Supported values are "
+                             f"{', '.join(UPDATE_BATCHINGS)}.")
 
     @classmethod
     def reference_compat(cls, **overrides: Any) -> "GRPOLossConfig":
@@ -219,6 +229,9 @@ class GRPOLossConfig:
 
 def dialogue_hidden_states(policy: Any, trajectory: Any) -> torch.Tensor:
     """One forward of the policy's language model over a whole rollout dialogue; its last hidden states.
+
+    The reference for :func:`batch_hidden_states` (``update_batching="rollout"`` runs this once per
+    rollout): no padding, the trajectory's own images through the vision tower.
 
     The sampled ids are scored as they were sampled (never re-rendered or re-tokenised text). Qwen's
     3-D M-RoPE positions come from ``model.model.get_rope_index`` on the full dialogue's ids and image
@@ -253,6 +266,135 @@ def dialogue_hidden_states(policy: Any, trajectory: Any) -> torch.Tensor:
         use_cache=False,
     )
     return out.last_hidden_state[0]
+
+
+def distinct_images(trajectories: list[Any], device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """The distinct images of several dialogues, by content, and which one each dialogue image is.
+
+    The G rollouts of a prompt show the same turn-0 frames, and often the same follow-up frames and
+    keyframes; the update's vision tower then runs once per distinct image instead of once per rollout.
+    Images are compared by content (grid and every patch value), not by frame index, so nothing is
+    assumed about how the rollouts chose their frames: candidates are grouped by grid and a cheap
+    fingerprint (a fixed random projection of the patches, float64), and a candidate is only merged
+    after ``torch.equal`` on its patches.
+
+    Args:
+        trajectories: ``B`` trajectories (``image_grid_thw (n_i, 3)``, ``pixel_values (sum prod(grid), D)``).
+        device: where the patches are compared and returned.
+    Returns:
+        pixel_values: ``(sum prod(grid) over distinct images, D)`` patches of the distinct images, in order
+            of first appearance.
+        image_grid_thw: ``(num_distinct, 3) long`` their grids.
+        which: for every image of every dialogue, in dialogue order, its index among the distinct ones
+            (``sum n_i`` ints).
+    """
+    pixels: list[torch.Tensor] = []
+    grids: list[torch.Tensor] = []
+    which: list[int] = []
+    buckets: dict[tuple, list[int]] = {}
+    projection: torch.Tensor | None = None
+    for traj in trajectories:
+        traj_grids = traj.image_grid_thw.to(dtype=torch.long)
+        if traj_grids.shape[0] == 0:
+            continue
+        if traj.pixel_values is None:
+            raise ValueError(f"Invalid trajectory: {traj_grids.shape[0]} images in image_grid_thw but no pixel_values.")
+        patches = traj.pixel_values.to(device)
+        sizes = traj_grids.prod(-1).tolist()
+        if sum(sizes) != patches.shape[0]:
+            raise ValueError(f"Invalid trajectory: image_grid_thw covers {sum(sizes)} patches but pixel_values has "
+                             f"{patches.shape[0]} rows.")
+        if projection is None:
+            gen = torch.Generator().manual_seed(0)
+            projection = torch.rand(patches.shape[1], generator=gen, dtype=torch.float64).to(device)
+        parts = torch.split(patches, sizes)
+        row_prints = torch.split(patches.double() @ projection, sizes)
+        prints = torch.stack([r.sum() for r in row_prints]).tolist()  # one device sync per dialogue
+        for grid, part, fingerprint in zip(traj_grids.tolist(), parts, prints):
+            key = (*grid, fingerprint)
+            found = next((d for d in buckets.get(key, []) if torch.equal(pixels[d], part)), None)
+            if found is None:
+                found = len(pixels)
+                pixels.append(part)
+                grids.append(torch.tensor(grid, dtype=torch.long))
+                buckets.setdefault(key, []).append(found)
+            which.append(found)
+    if not pixels:
+        return torch.zeros(0, 0, device=device), torch.zeros(0, 3, dtype=torch.long, device=device), []
+    return torch.cat(pixels), torch.stack(grids).to(device), which
+
+
+def batch_hidden_states(policy: Any, trajectories: list[Any], *, batching: str = "group") -> list[torch.Tensor]:
+    """Last hidden states of several rollout dialogues; the update step's forward.
+
+    ``batching="group"``: the vision tower runs ONCE over the distinct images of all the dialogues
+    (:func:`distinct_images`; the rollouts of a prompt share their turn-0 frames), and the language model
+    runs ONE forward over the dialogues right-padded into a ``(B, L_max)`` batch. Each row's 3-D M-RoPE
+    positions come from ``model.model.get_rope_index`` over the padded batch with a padding mask
+    (transformers skips padded tokens, so each row gets exactly the positions of its dialogue alone, as
+    the rollout's context computed them). The forward itself takes NO attention mask: with right padding
+    a real token's causal window holds only real tokens of its own row, so its computation is that of the
+    unpadded dialogue, while the padded queries' outputs are never read (no loss, no gradient). Without
+    a mask the attention runs the plain causal kernel (``is_causal``: flash / memory-efficient on a GPU)
+    instead of materialising a ``(B, 1, L, L)`` mask. The encoded images are handed to the model as precomputed
+    encoder outputs, ordered row by row as the model scatters them into the image placeholders
+    (deepstack features of Qwen3-VL alike). Gradients of an image shared by several rows sum on its
+    one encoding, as they would over separate encodings.
+
+    ``batching="rollout"``: :func:`dialogue_hidden_states` once per dialogue, the memory fallback: no
+    padding (the batch holds ``B x L_max`` activations where the loop holds ``sum L_i``, which matters when
+    long and short dialogues share a micro-batch), and the transient attention buffers of one dialogue at
+    a time.
+
+    Args:
+        policy: a ``SegPolicy``.
+        trajectories: ``B`` :class:`videoseg_o3.agent.Trajectory`.
+        batching: ``"group"`` or ``"rollout"``.
+    Returns:
+        ``B`` tensors ``(L_i, H)`` in the model's dtype (views of one padded output when batched),
+        differentiable unless called under ``torch.no_grad``.
+    """
+    if batching not in UPDATE_BATCHINGS:
+        raise ValueError(f"Invalid update_batching ({batching}). Supported values are {', '.join(UPDATE_BATCHINGS)}.")
+    if not trajectories:
+        raise ValueError("Invalid trajectories (empty). Pass at least one rollout dialogue.")
+    if batching == "rollout" or len(trajectories) == 1:
+        return [dialogue_hidden_states(policy, t) for t in trajectories]
+    inner = policy.model.model
+    device = policy.device
+    lengths = [int(t.input_ids.numel()) for t in trajectories]
+    longest = max(lengths)
+    pad_id = int(getattr(policy.model.config, "pad_token_id", None) or 0)
+    ids = torch.full((len(trajectories), longest), pad_id, dtype=torch.long, device=device)
+    types = torch.zeros(len(trajectories), longest, dtype=torch.int32, device=device)
+    mask = torch.zeros(len(trajectories), longest, dtype=torch.long, device=device)
+    for b, (traj, n) in enumerate(zip(trajectories, lengths)):
+        ids[b, :n] = traj.input_ids.to(device)
+        types[b, :n] = traj.mm_token_type_ids.to(device=device, dtype=torch.int32)
+        mask[b, :n] = 1
+    all_grids = torch.cat([t.image_grid_thw.to(device=device, dtype=torch.long) for t in trajectories])
+    has_images = all_grids.shape[0] > 0
+    positions, _ = inner.get_rope_index(ids, mm_token_type_ids=types, image_grid_thw=all_grids if has_images else None,
+                                        attention_mask=mask)
+    encoder_outputs = None
+    if has_images:
+        pixels, grids, which = distinct_images(trajectories, device)
+        features = inner.get_image_features(pixels.to(policy.dtype), grids, return_dict=True)
+        # every dialogue image, row by row, points at its distinct image's encoding (no copy of the tower's work)
+        features.pooler_output = tuple(features.pooler_output[d] for d in which)
+        if getattr(features, "deepstack_features", None) is not None:
+            features.deepstack_features = [tuple(layer[d] for d in which) for layer in features.deepstack_features]
+        encoder_outputs = {"image": features}
+    out = inner(
+        input_ids=ids,
+        position_ids=positions,
+        image_grid_thw=all_grids if has_images else None,
+        mm_token_type_ids=types,
+        mm_encoder_outputs=encoder_outputs,
+        use_cache=False,
+    )
+    hidden = out.last_hidden_state
+    return [hidden[b, :n] for b, n in enumerate(lengths)]
 
 
 @dataclass
@@ -348,8 +490,12 @@ def _temperature(batch: Any, config: GRPOLossConfig) -> float:
 
 
 def _ref_logprobs(ref_policy: Any, batch: Any, rows: TokenRows, impl: str, temperature: float, config: GRPOLossConfig) -> torch.Tensor:
+    """``(N,) fp32`` reference log-probs of the rows: the batch's stored ``ref_logps`` when set (the reference is
+    frozen, so the trainer scores it once per batch), else one no-grad reference forward now."""
+    if batch.ref_logps is not None:
+        return _stored_rows(batch.ref_logps, rows)
     with torch.no_grad():
-        ref_hidden = [dialogue_hidden_states(ref_policy, t) for t in batch.trajectories]
+        ref_hidden = batch_hidden_states(ref_policy, batch.trajectories, batching=config.update_batching)
         ref_rows = token_rows(batch, ref_hidden)
         h, w = _cast_for_logprobs(ref_rows.hidden, _lm_head_weight(ref_policy), config, impl)
         return _target_logprobs(impl, h, w, ref_rows.target_ids, temperature, config.chunk_size).detach()
@@ -410,12 +556,26 @@ def _aux_mask_loss(batch: Any, decodes: list[Any]) -> tuple[torch.Tensor | None,
     return total, {f"mask_{k}": float(v.detach()) for k, v in parts.items()}
 
 
-def _old_rows(batch: Any, rows: TokenRows) -> torch.Tensor | None:
-    if batch.old_logps is None:
-        return None
-    # entry j of a rollout's old_logps is the log-prob of input_ids[j]: the row at position j - 1
+def _stored_rows(per_token: list[torch.Tensor], rows: TokenRows) -> torch.Tensor:
+    """``(N,) fp32`` rows of per-token log-probs stored per rollout (``old_logps`` / ``ref_logps`` layout)."""
+    # entry j of a rollout's tensor is the log-prob of input_ids[j]: the row at position j - 1
     return torch.cat([o.to(device=rows.hidden.device, dtype=torch.float32)[rows.positions[rows.offsets[i]:rows.offsets[i + 1]] + 1]
-                      for i, o in enumerate(batch.old_logps)])
+                      for i, o in enumerate(per_token)])
+
+
+def _old_rows(batch: Any, rows: TokenRows) -> torch.Tensor | None:
+    return None if batch.old_logps is None else _stored_rows(batch.old_logps, rows)
+
+
+def _per_token(batch: Any, rows: TokenRows, lp: torch.Tensor) -> list[torch.Tensor]:
+    """Row log-probs ``(N,)`` back in the per-rollout layout: ``B`` tensors ``(L_i,) float32`` on the CPU, entry
+    ``j`` the log-prob of ``input_ids[j]``, 0 where ``response_mask`` is 0."""
+    out = []
+    for i, traj in enumerate(batch.trajectories):
+        full = torch.zeros(int(traj.input_ids.numel()), dtype=torch.float32, device=lp.device)
+        span = slice(rows.offsets[i], rows.offsets[i + 1])
+        out.append(full.index_copy(0, rows.positions[span] + 1, lp[span].float()).cpu())
+    return out
 
 
 def _max_len(rows: TokenRows, config: GRPOLossConfig) -> int:
@@ -433,8 +593,10 @@ def compute_grpo_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The GRPO loss of one micro-batch of whole groups, and its metrics.
 
-    One forward of the policy over each rollout's whole dialogue (the sampled ids, images from the
-    trajectory) gives the last hidden states; the LM-head loss runs through :mod:`kernels.grpo_loss`
+    One forward of the policy over the rollouts' whole dialogues (the sampled ids, images from the
+    trajectories; :func:`batch_hidden_states`: one vision-tower pass over the distinct images and one
+    padded language-model forward, or one forward per rollout with ``update_batching="rollout"``) gives
+    the last hidden states; the LM-head loss runs through :mod:`kernels.grpo_loss`
     (``loss_impl``: eager builds the full logits; chunked and triton never hold tokens x vocab logits).
     Every sampled ``[SEG]``'s hidden state is projected and decoded on its keyframe's stored SAM2
     features (not gated by the object score); the calibration bonus m (:mod:`kernels.seg_calibration`)
@@ -444,7 +606,8 @@ def compute_grpo_loss(
 
     Args:
         policy: the trained ``SegPolicy`` (train mode is the caller's choice).
-        ref_policy: the frozen reference ``SegPolicy`` (no gradient), or None for no KL term.
+        ref_policy: the frozen reference ``SegPolicy`` (no gradient), or None for no KL term. Not run when
+            ``batch.ref_logps`` is set (:func:`reference_logps`, scored once per batch by the trainer).
         segmenter: the ``Sam2Segmenter`` whose prompt encoder and mask decoder are trained.
         batch: a :class:`training.rollout_batch.RolloutBatch` (``old_logps``, when set, are the behaviour
             policy's *calibrated* log-probs from :func:`behaviour_logps`, for the clipped ratio).
@@ -458,11 +621,39 @@ def compute_grpo_loss(
             (``mask_vid_bce``, ``mask_vid_dice``, ``mask_kf_bce``, ``mask_kf_dice``), ``num_loss_tokens``,
             ``loss_nonfinite`` (0 or 1).
     """
+    loss, metrics, _ = _grpo_loss(policy, ref_policy, segmenter, batch, config, with_logps=False)
+    return loss, metrics
+
+
+def grpo_loss_and_logps(
+    policy: Any,
+    ref_policy: Any | None,
+    segmenter: Any,
+    batch: Any,
+    config: GRPOLossConfig | None = None,
+) -> tuple[torch.Tensor, dict[str, float], list[torch.Tensor]]:
+    """:func:`compute_grpo_loss`, plus the policy's calibrated per-token log-probs of this very forward.
+
+    On a fresh batch (no ``old_logps``) the policy IS the behaviour policy, so these are what
+    :func:`behaviour_logps` would score in a separate no-grad forward (the same computation): the trainer
+    keeps them from the first of ``num_iterations`` updates for the clipped ratio of the later ones, and
+    that first update's loss is unchanged (ratio exp(lpc - sg(lpc)) = 1, as with stored behaviour log-probs).
+
+    Returns:
+        loss, metrics: as :func:`compute_grpo_loss`.
+        logps: ``B`` tensors ``(L_i,) float32`` on the CPU, detached, in ``behaviour_logps``' layout (entry ``j``
+            is log pi(input_ids[j]) + m at a kept [SEG], 0 where ``response_mask`` is 0).
+    """
+    return _grpo_loss(policy, ref_policy, segmenter, batch, config, with_logps=True)  # type: ignore[return-value]
+
+
+def _grpo_loss(policy: Any, ref_policy: Any | None, segmenter: Any, batch: Any, config: GRPOLossConfig | None,
+               *, with_logps: bool) -> tuple[torch.Tensor, dict[str, float], list[torch.Tensor] | None]:
     config = config if config is not None else GRPOLossConfig()
     if len(batch) == 0:
         raise ValueError("Invalid batch: no rollouts. Pass a RolloutBatch with at least one group.")
     temperature = _temperature(batch, config)
-    hidden = [dialogue_hidden_states(policy, t) for t in batch.trajectories]
+    hidden = batch_hidden_states(policy, batch.trajectories, batching=config.update_batching)
     rows = token_rows(batch, hidden)
     impl = config.resolved_impl(rows.hidden)
     need_decode = config.calibration or config.aux_mask_weight > 0
@@ -470,8 +661,8 @@ def compute_grpo_loss(
                                  max_segs=config.max_segs) if need_decode else None)
     bonus, m_values = (_seg_bonus(batch, rows, decodes, config, impl) if config.calibration and decodes is not None
                        else (None, None))
-    ref_logps = (_ref_logprobs(ref_policy, batch, rows, impl, temperature, config)
-                 if ref_policy is not None and config.beta > 0 else None)
+    use_ref = config.beta > 0 and (batch.ref_logps is not None or ref_policy is not None)
+    ref_logps = _ref_logprobs(ref_policy, batch, rows, impl, temperature, config) if use_ref else None
     old_logps = _old_rows(batch, rows)
     max_len = _max_len(rows, config)
     h, w = _cast_for_logprobs(rows.hidden, _lm_head_weight(policy), config, impl)
@@ -501,7 +692,11 @@ def compute_grpo_loss(
     metrics["policy_loss"] = float(rl_loss.detach())
     metrics["loss"] = float(loss.detach())
     metrics["loss_nonfinite"] = float(not bool(torch.isfinite(loss.detach())))
-    return loss, metrics
+    per_token = None
+    if with_logps:
+        lpc = logps.detach().float() + (bonus.detach() if bonus is not None else 0.0)
+        per_token = _per_token(batch, rows, lpc)
+    return loss, metrics, per_token
 
 
 def _metrics(rows: TokenRows, lp: torch.Tensor, entropy: torch.Tensor | None, old: torch.Tensor | None,
@@ -549,7 +744,7 @@ def behaviour_logps(policy: Any, segmenter: Any, batch: Any, config: GRPOLossCon
     """
     config = config if config is not None else GRPOLossConfig()
     with torch.no_grad():
-        hidden = [dialogue_hidden_states(policy, t) for t in batch.trajectories]
+        hidden = batch_hidden_states(policy, batch.trajectories, batching=config.update_batching)
         rows = token_rows(batch, hidden)
         impl = config.resolved_impl(rows.hidden)
         h, w = _cast_for_logprobs(rows.hidden, _lm_head_weight(policy), config, impl)
@@ -557,9 +752,26 @@ def behaviour_logps(policy: Any, segmenter: Any, batch: Any, config: GRPOLossCon
         if config.calibration:
             decodes = decode_batch_segs(policy, segmenter, batch, hidden, spatial=False, max_segs=config.max_segs)
             lp = lp + _seg_bonus(batch, rows, decodes, config, impl)[0]
-        out = []
-        for i, traj in enumerate(batch.trajectories):
-            full = torch.zeros(int(traj.input_ids.numel()), dtype=torch.float32, device=lp.device)
-            span = slice(rows.offsets[i], rows.offsets[i + 1])
-            out.append(full.index_copy(0, rows.positions[span] + 1, lp[span].float()).cpu())
-        return out
+        return _per_token(batch, rows, lp)
+
+
+def reference_logps(ref_policy: Any, batch: Any, config: GRPOLossConfig | None = None) -> list[torch.Tensor]:
+    """The frozen reference policy's per-token log-probs of a batch, to store in ``batch.ref_logps`` once: every
+    one of ``num_iterations`` updates on the batch (and every micro-batch cut from it with ``select``) then
+    reads them instead of running the reference forward again.
+
+    Scored exactly as :func:`compute_grpo_loss` scores the reference itself (same temperature, dtype and
+    LM-head path; no calibration: the KL is on the plain log-probs), under ``torch.no_grad``.
+
+    Returns:
+        ``B`` tensors ``(L_i,) float32`` on the CPU: entry ``j`` is log pi_ref(input_ids[j]), 0 where
+        ``response_mask`` is 0.
+    """
+    config = config if config is not None else GRPOLossConfig()
+    with torch.no_grad():
+        hidden = batch_hidden_states(ref_policy, batch.trajectories, batching=config.update_batching)
+        rows = token_rows(batch, hidden)
+        impl = config.resolved_impl(rows.hidden)
+        h, w = _cast_for_logprobs(rows.hidden, _lm_head_weight(ref_policy), config, impl)
+        lp = _target_logprobs(impl, h, w, rows.target_ids, _temperature(batch, config), config.chunk_size)
+        return _per_token(batch, rows, lp)

@@ -132,6 +132,10 @@ class RolloutBatch:
         old_logps: ``B`` tensors ``(L_i,) float32`` or None: the behaviour policy's per-token log-probs
             (log-prob of ``input_ids[j]`` at position ``j``; 0 where ``response_mask`` is 0). Filled by the
             trainer when a batch is reused (``num_iterations > 1``) for the clipped ratio.
+        ref_logps: ``B`` tensors ``(L_i,) float32`` or None, same layout: the frozen reference policy's
+            per-token log-probs (``training.losses.reference_logps``). Filled once per batch by the trainer,
+            so the ``num_iterations`` updates on the batch never re-run the reference; None = the loss
+            runs the reference itself.
         stats: scalar measurements for logs (seconds per stage, tokens, ...).
     """
 
@@ -156,6 +160,7 @@ class RolloutBatch:
     temperature: float = 1.0
     reward_mode: str = "intended"
     old_logps: list[torch.Tensor] | None = None
+    ref_logps: list[torch.Tensor] | None = None
     stats: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -224,6 +229,7 @@ class RolloutBatch:
             temperature=self.temperature,
             reward_mode=self.reward_mode,
             old_logps=pick(self.old_logps) if self.old_logps is not None else None,
+            ref_logps=pick(self.ref_logps) if self.ref_logps is not None else None,
             stats=dict(self.stats),
         )
 
@@ -242,8 +248,9 @@ class RolloutBatch:
             per_rollout["iou_vid"] = self.iou_vid
         if self.iou_kf:
             per_rollout["iou_kf"] = self.iou_kf
-        if self.old_logps is not None:
-            per_rollout["old_logps"] = self.old_logps
+        for name in ("old_logps", "ref_logps"):
+            if getattr(self, name) is not None:
+                per_rollout[name] = getattr(self, name)
         for name, values in per_rollout.items():
             if len(values) != b:
                 raise ValueError(f"Invalid RolloutBatch.{name}: {len(values)} entries for {b} rollouts.")
@@ -263,6 +270,11 @@ class RolloutBatch:
             if int(self.seg_keyframe_logits[i].shape[0]) != n:
                 raise ValueError(f"Invalid RolloutBatch.seg_keyframe_logits[{i}]: {self.seg_keyframe_logits[i].shape[0]} "
                                  f"masks for {n} [SEG].")
+            for name in ("old_logps", "ref_logps"):
+                stored = getattr(self, name)
+                if stored is not None and tuple(stored[i].shape) != tuple(traj.input_ids.shape):
+                    raise ValueError(f"Invalid RolloutBatch.{name}[{i}]: shape {tuple(stored[i].shape)} for a dialogue of "
+                                     f"{traj.input_ids.numel()} tokens; store one log-prob per token.")
             if n and int(self.seg_positions[i].max()) >= traj.input_ids.numel():
                 raise ValueError(f"Invalid RolloutBatch.seg_positions[{i}]: a position is past the dialogue's "
                                  f"{traj.input_ids.numel()} tokens.")

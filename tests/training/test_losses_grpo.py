@@ -20,6 +20,7 @@ from training import losses
 from training.losses import GRPOLossConfig, behaviour_logps, compute_grpo_loss, dialogue_hidden_states, mask_bce_dice
 
 NO_AUX = dict(aux_mask_weight=0.0)
+losses_batch_hidden_states = losses.batch_hidden_states  # the unpatched function, for the capturing wrapper
 
 
 def _trainable(policy, segmenter) -> dict[str, torch.nn.Parameter]:
@@ -195,26 +196,31 @@ def test_kl_term_ignores_the_bonus() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- masking
-def test_observation_and_image_tokens_get_zero_gradient(monkeypatch) -> None:
+@pytest.mark.parametrize("batching", ["group", "rollout"])
+def test_observation_and_image_tokens_get_zero_gradient(monkeypatch, batching) -> None:
     """Guards the response mask: the loss's gradient with respect to the hidden state at a position whose next
     token is a prompt, observation or image token (response_mask 0) is exactly zero, while sampled
-    tokens' positions get gradient. Calibration and the mask loss are off (they read [SEG] hidden states)."""
+    tokens' positions get gradient. Calibration and the mask loss are off (they read [SEG] hidden states).
+    Both update forwards (one padded batch, one forward per rollout)."""
     policy, ref, segmenter = loss_models()
     batch = loss_batch()
     captured: list[torch.Tensor] = []
 
-    def capture(p, trajectory):
-        h = dialogue_hidden_states(p, trajectory)
+    def capture(p, trajectories, **kwargs):
+        hidden = losses_batch_hidden_states(p, trajectories, **kwargs)
         if p is policy:
-            h.retain_grad()
-            captured.append(h)
-        return h
+            for h in hidden:
+                h.retain_grad()
+            captured.extend(hidden)
+        return hidden
 
-    monkeypatch.setattr(losses, "dialogue_hidden_states", capture)
-    loss, _ = compute_grpo_loss(policy, ref, segmenter, batch, GRPOLossConfig(loss_impl="chunked", calibration=False, **NO_AUX))
+    monkeypatch.setattr(losses, "batch_hidden_states", capture)
+    config = GRPOLossConfig(loss_impl="chunked", calibration=False, update_batching=batching, **NO_AUX)
+    loss, _ = compute_grpo_loss(policy, ref, segmenter, batch, config)
     loss.backward()
     for p in _trainable(policy, segmenter).values():
         p.grad = None
+    assert len(captured) == len(batch)
     for traj, h in zip(batch.trajectories, captured):
         next_sampled = traj.response_mask[1:].bool()
         grad = h.grad[:-1].abs().sum(-1)
