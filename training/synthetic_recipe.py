@@ -127,7 +127,7 @@ class RecipeConfig:
         if name == "full":
             return cls()
         if name == "quick":
-            return cls(train_videos=60, val_videos=6, test_videos=12, warmup_steps=250, sft_steps=400, grpo_steps=40)
+            return cls(train_videos=60, val_videos=6, test_videos=12, warmup_steps=250, sft_steps=800, grpo_steps=40)
         if name == "demo":
             return cls(train_videos=12, val_videos=2, test_videos=4, warmup_steps=60, sft_steps=100, sft_grad_accum=1,
                        sft_learning_rate=2e-3, grpo_steps=2, grpo_prompts_per_step=1, eval_val=False,
