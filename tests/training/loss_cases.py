@@ -38,14 +38,13 @@ def scripts() -> list[list[str]]:
     ]
 
 
-@functools.lru_cache(maxsize=None)
-def loss_models() -> tuple[SegPolicy, SegPolicy, Sam2Segmenter]:
-    """(policy, reference policy, segmenter), private to the loss tests (they put gradients on them).
+def build_loss_models(family: str = "qwen3_vl") -> tuple[SegPolicy, SegPolicy, Sam2Segmenter]:
+    """(policy, reference policy, segmenter) of one model family, freshly built.
 
     The reference is the policy with perturbed language-model weights, so the KL term is not zero; the
     segmenter's mask logits are made prompt-sensitive (``HYPERNETWORK_GAIN``).
     """
-    policy = SegPolicy.tiny("qwen3_vl", seed=0)
+    policy = SegPolicy.tiny(family, seed=0)
     ref = copy.deepcopy(policy)
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
@@ -63,6 +62,34 @@ def loss_models() -> tuple[SegPolicy, SegPolicy, Sam2Segmenter]:
 
 
 @functools.lru_cache(maxsize=None)
+def loss_models() -> tuple[SegPolicy, SegPolicy, Sam2Segmenter]:
+    """(policy, reference policy, segmenter) of the tiny Qwen3-VL, private to the loss tests (they put
+    gradients on them); see :func:`build_loss_models`."""
+    return build_loss_models("qwen3_vl")
+
+
+def trainable_params(policy: SegPolicy, segmenter: Sam2Segmenter) -> dict[str, torch.nn.Parameter]:
+    """Every trainable parameter of the policy and the segmenter, by a prefixed name."""
+    named = {f"policy.{n}": p for n, p in policy.named_parameters() if p.requires_grad}
+    named.update({f"segmenter.{n}": p for n, p in segmenter.named_parameters() if p.requires_grad})
+    return named
+
+
+def loss_and_grads(policy, ref, segmenter, batch, config):
+    """``(loss, metrics, {name: gradient})`` of ``compute_grpo_loss``; gradients are cleared before and after."""
+    from training.losses import compute_grpo_loss
+
+    params = trainable_params(policy, segmenter)
+    for p in params.values():
+        p.grad = None
+    loss, metrics = compute_grpo_loss(policy, ref, segmenter, batch, config)
+    loss.backward()
+    grads = {n: (p.grad.clone() if p.grad is not None else torch.zeros_like(p)) for n, p in params.items()}
+    for p in params.values():
+        p.grad = None
+    return loss.detach(), metrics, grads
+
+
 def loss_batch() -> RolloutBatch:
     """One prompt, G = 2 rollouts of different lengths and [SEG] counts (2 turns x 1 [SEG]; 1 turn x 2 [SEG]),
     advantages (+1, -1) and a temperature of 0.9. Treat as read-only (use ``dataclasses.replace``)."""

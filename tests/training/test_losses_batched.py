@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from tests.tolerances import tol
-from tests.training.loss_cases import HYPERNETWORK_GAIN, PROTOCOL
+from tests.training.loss_cases import PROTOCOL, build_loss_models, loss_and_grads
 from training.losses import (
     GRPOLossConfig,
     batch_hidden_states,
@@ -29,7 +29,7 @@ from training.losses import (
 )
 from training.rollout_batch import tiny_rollout_batch
 from videoseg_o3.policy import SegPolicy
-from videoseg_o3.segmenter import Sam2Segmenter, SegmenterConfig
+from videoseg_o3.segmenter import Sam2Segmenter
 
 FAMILIES = ("qwen2_5_vl", "qwen3_vl")
 NUM_FRAMES, HEIGHT, WIDTH = 8, 40, 56
@@ -39,42 +39,13 @@ NUM_FRAMES, HEIGHT, WIDTH = 8, 40, 56
 def family_case(family: str) -> tuple[SegPolicy, SegPolicy, Sam2Segmenter, object]:
     """(policy, perturbed frozen reference, segmenter, batch) of one model family; the batch's advantages are
     set by hand (all non-zero) so every rollout's tokens carry policy gradient. Treat as read-only."""
-    policy = SegPolicy.tiny(family, seed=0)
-    ref = copy.deepcopy(policy)
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in ref.model.model.language_model.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=gen))
-    ref.requires_grad_(False)
-    torch.manual_seed(0)
-    segmenter = Sam2Segmenter.from_config(SegmenterConfig(model_config="sam2_hiera_t", image_size=256), device="cpu")
-    with torch.no_grad():
-        for mlp in segmenter.sam.sam_mask_decoder.output_hypernetworks_mlps:
-            mlp.layers[-1].weight.mul_(HYPERNETWORK_GAIN)
+    policy, ref, segmenter = build_loss_models(family)
     batch = tiny_rollout_batch(policy, segmenter, num_prompts=2, group_size=2, num_frames=NUM_FRAMES, height=HEIGHT,
                                width=WIDTH, protocol=PROTOCOL)
     batch = dataclasses.replace(batch, advantages=torch.tensor([1.0, -0.5, 0.75, -1.25]))
     lengths = [int(t.input_ids.numel()) for t in batch.trajectories]
     assert len(set(lengths)) > 1 and len({t.num_turns for t in batch.trajectories}) > 1  # the case is meaningful
     return policy, ref, segmenter, batch
-
-
-def _trainable(policy, segmenter) -> dict[str, torch.nn.Parameter]:
-    named = {f"policy.{n}": p for n, p in policy.named_parameters() if p.requires_grad}
-    named.update({f"segmenter.{n}": p for n, p in segmenter.named_parameters() if p.requires_grad})
-    return named
-
-
-def _loss_and_grads(policy, ref, segmenter, batch, config):
-    params = _trainable(policy, segmenter)
-    for p in params.values():
-        p.grad = None
-    loss, metrics = compute_grpo_loss(policy, ref, segmenter, batch, config)
-    loss.backward()
-    grads = {n: (p.grad.clone() if p.grad is not None else torch.zeros_like(p)) for n, p in params.items()}
-    for p in params.values():
-        p.grad = None
-    return loss.detach(), metrics, grads
 
 
 # ---------------------------------------------------------------------------------------------- the forward
@@ -112,8 +83,8 @@ def test_batched_update_equals_per_rollout_loop(family) -> None:
     with torch.no_grad():
         for a, b in zip(behaviour_logps(policy, segmenter, batch, config), behaviour_logps(policy, segmenter, batch, rollout)):
             torch.testing.assert_close(a, b, **tol("batched_update_fp32"))
-    loss, metrics, grads = _loss_and_grads(policy, ref, segmenter, batch, config)
-    loop_loss, loop_metrics, loop_grads = _loss_and_grads(policy, ref, segmenter, batch, rollout)
+    loss, metrics, grads = loss_and_grads(policy, ref, segmenter, batch, config)
+    loop_loss, loop_metrics, loop_grads = loss_and_grads(policy, ref, segmenter, batch, rollout)
     torch.testing.assert_close(loss, loop_loss, **tol("batched_update_fp32"))
     assert metrics.keys() == loop_metrics.keys() and metrics["num_seg"] == loop_metrics["num_seg"] > 0
     for key in metrics:

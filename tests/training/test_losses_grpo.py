@@ -15,30 +15,12 @@ import torch
 
 from kernels.seg_calibration import seg_calibration_ref
 from tests.tolerances import tol
-from tests.training.loss_cases import compact_vocab_copy, loss_batch, loss_models
+from tests.training.loss_cases import compact_vocab_copy, loss_and_grads, loss_batch, loss_models, trainable_params
 from training import losses
 from training.losses import GRPOLossConfig, behaviour_logps, compute_grpo_loss, dialogue_hidden_states, mask_bce_dice
 
 NO_AUX = dict(aux_mask_weight=0.0)
 losses_batch_hidden_states = losses.batch_hidden_states  # the unpatched function, for the capturing wrapper
-
-
-def _trainable(policy, segmenter) -> dict[str, torch.nn.Parameter]:
-    named = {f"policy.{n}": p for n, p in policy.named_parameters() if p.requires_grad}
-    named.update({f"segmenter.{n}": p for n, p in segmenter.named_parameters() if p.requires_grad})
-    return named
-
-
-def _loss_and_grads(policy, ref, segmenter, batch, config):
-    params = _trainable(policy, segmenter)
-    for p in params.values():
-        p.grad = None
-    loss, metrics = compute_grpo_loss(policy, ref, segmenter, batch, config)
-    loss.backward()
-    grads = {n: (p.grad.clone() if p.grad is not None else torch.zeros_like(p)) for n, p in params.items()}
-    for p in params.values():
-        p.grad = None
-    return loss.detach(), metrics, grads
 
 
 def _assert_grads_close(actual: dict, expected: dict, key: str) -> None:
@@ -100,7 +82,7 @@ def test_loss_matches_independent_full_logits_computation() -> None:
 def eager_full():
     policy, ref, segmenter = loss_models()
     batch = loss_batch()
-    return _loss_and_grads(policy, ref, segmenter, batch, GRPOLossConfig(loss_impl="eager"))
+    return loss_and_grads(policy, ref, segmenter, batch, GRPOLossConfig(loss_impl="eager"))
 
 
 @pytest.mark.slow
@@ -109,7 +91,7 @@ def test_chunked_equals_eager_on_tiny_model(eager_full) -> None:
     gradients on every trainable parameter (policy incl. LM head and vision tower, projector, SAM2 prompt
     encoder and mask decoder), with calibration, KL and the mask loss all on."""
     policy, ref, segmenter = loss_models()
-    loss, metrics, grads = _loss_and_grads(policy, ref, segmenter, loss_batch(), GRPOLossConfig(loss_impl="chunked", chunk_size=64))
+    loss, metrics, grads = loss_and_grads(policy, ref, segmenter, loss_batch(), GRPOLossConfig(loss_impl="chunked", chunk_size=64))
     eager_loss, eager_metrics, eager_grads = eager_full
     torch.testing.assert_close(loss, eager_loss, **tol("chunked_fp32"))
     _assert_grads_close(grads, eager_grads, "chunked_fp32_grad")
@@ -130,14 +112,14 @@ def test_three_paths_agree_on_compact_vocabulary() -> None:
     small, batch = compact_vocab_copy(policy, loss_batch())
     small_ref, _ = compact_vocab_copy(ref, loss_batch())
     small_ref.requires_grad_(False)
-    results = {impl: _loss_and_grads(small, small_ref, segmenter, batch, GRPOLossConfig(loss_impl=impl, chunk_size=64))
+    results = {impl: loss_and_grads(small, small_ref, segmenter, batch, GRPOLossConfig(loss_impl=impl, chunk_size=64))
                for impl in ("eager", "chunked", "triton")}
     eager_loss, _, eager_grads = results["eager"]
     for impl, key in (("chunked", "chunked_fp32"), ("triton", "triton_fp32")):
         loss, _, grads = results[impl]
         torch.testing.assert_close(loss, eager_loss, **tol(key))
         _assert_grads_close(grads, eager_grads, f"{key}_grad")
-    head = next(n for n, p in _trainable(small, segmenter).items() if p is small.model.get_output_embeddings().weight)
+    head = next(n for n, p in trainable_params(small, segmenter).items() if p is small.model.get_output_embeddings().weight)
     assert float(eager_grads[head].abs().sum()) > 0  # the LM head (tied to the embeddings) is trained
 
 
@@ -152,10 +134,10 @@ def test_calibration_gradient_reaches_decoder_and_projector_through_seg_term() -
     policy, ref, segmenter = loss_models()
     batch = loss_batch()
     config = GRPOLossConfig(loss_impl="chunked", beta=0.0, **NO_AUX)
-    _, metrics, grads = _loss_and_grads(policy, ref, segmenter, batch, config)
+    _, metrics, grads = loss_and_grads(policy, ref, segmenter, batch, config)
     assert metrics["num_seg"] == 4
 
-    params = _trainable(policy, segmenter)
+    params = trainable_params(policy, segmenter)
     weighted = []
     for i, traj in enumerate(batch.trajectories):
         hidden = dialogue_hidden_states(policy, traj)
@@ -173,7 +155,7 @@ def test_calibration_gradient_reaches_decoder_and_projector_through_seg_term() -
     for p in params.values():
         p.grad = None
 
-    _, off_metrics, off = _loss_and_grads(policy, ref, segmenter, batch, dataclasses.replace(config, calibration=False))
+    _, off_metrics, off = loss_and_grads(policy, ref, segmenter, batch, dataclasses.replace(config, calibration=False))
     for prefix in ("segmenter.", "policy.projector"):
         assert _module_grad_norm(off, prefix) == 0.0, f"{prefix} got gradient with calibration off"
     assert "calibration_m" not in off_metrics
@@ -187,8 +169,8 @@ def test_kl_term_ignores_the_bonus() -> None:
     policy, ref, segmenter = loss_models()
     batch = dataclasses.replace(loss_batch(), advantages=torch.zeros(2))
     config = GRPOLossConfig(loss_impl="chunked", beta=0.5, **NO_AUX)
-    on_loss, on_metrics, on = _loss_and_grads(policy, ref, segmenter, batch, config)
-    off_loss, _, _ = _loss_and_grads(policy, ref, segmenter, batch, dataclasses.replace(config, calibration=False))
+    on_loss, on_metrics, on = loss_and_grads(policy, ref, segmenter, batch, config)
+    off_loss, _, _ = loss_and_grads(policy, ref, segmenter, batch, dataclasses.replace(config, calibration=False))
     assert on_metrics["calibration_m"] < -0.1  # the bonus is far from 0, so a KL on lp + m would show
     torch.testing.assert_close(on_loss, off_loss, **tol("loss_math"))
     torch.testing.assert_close(on_loss, torch.tensor(on_metrics["kl_loss"]), **tol("loss_math"))
@@ -218,7 +200,7 @@ def test_observation_and_image_tokens_get_zero_gradient(monkeypatch, batching) -
     config = GRPOLossConfig(loss_impl="chunked", calibration=False, update_batching=batching, **NO_AUX)
     loss, _ = compute_grpo_loss(policy, ref, segmenter, batch, config)
     loss.backward()
-    for p in _trainable(policy, segmenter).values():
+    for p in trainable_params(policy, segmenter).values():
         p.grad = None
     assert len(captured) == len(batch)
     for traj, h in zip(batch.trajectories, captured):
