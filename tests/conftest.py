@@ -51,3 +51,22 @@ def seed() -> int:
     """Seed torch's RNG for a test and return the seed."""
     torch.manual_seed(0)
     return 0
+
+
+@pytest.fixture(scope="session")
+def object_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny checkpoint whose SAM2 says "object present" (shared by the export and runtime tests).
+
+    sam2's object-score head with random weights says "no object" on every frame, which makes every mask empty
+    and every comparison of masks (torch vs ONNX, eager vs compiled) trivially equal. Here that head's last bias
+    is set high and saved into the checkpoint, so exported graphs carry it too and the masks are non-empty.
+    """
+    from videoseg_o3.checkpoint import SEGMENTER_DIR, init_tiny_checkpoint
+    from videoseg_o3.segmenter import Sam2Segmenter
+
+    path = init_tiny_checkpoint(tmp_path_factory.mktemp("object_ckpt") / "tiny", seed=0)
+    segmenter = Sam2Segmenter.from_pretrained(path / SEGMENTER_DIR, device="cpu")
+    with torch.no_grad():
+        segmenter.sam.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(10.0)
+    segmenter.save_pretrained(path / SEGMENTER_DIR)
+    return path

@@ -731,6 +731,16 @@ def _metrics(rows: TokenRows, lp: torch.Tensor, entropy: torch.Tensor | None, ol
     return out
 
 
+def _plain_logprobs(policy: Any, batch: Any, config: GRPOLossConfig) -> tuple[list[torch.Tensor], TokenRows, str, torch.Tensor]:
+    """``(hidden, rows, impl, lp)``: ``policy``'s log-probs of the sampled ids at the scored positions, without
+    calibration, computed as :func:`compute_grpo_loss` computes them (the caller decides about gradients)."""
+    hidden = batch_hidden_states(policy, batch.trajectories, batching=config.update_batching)
+    rows = token_rows(batch, hidden)
+    impl = config.resolved_impl(rows.hidden)
+    h, w = _cast_for_logprobs(rows.hidden, _lm_head_weight(policy), config, impl)
+    return hidden, rows, impl, _target_logprobs(impl, h, w, rows.target_ids, _temperature(batch, config), config.chunk_size)
+
+
 def behaviour_logps(policy: Any, segmenter: Any, batch: Any, config: GRPOLossConfig | None = None) -> list[torch.Tensor]:
     """The behaviour policy's calibrated per-token log-probs, to store in ``batch.old_logps`` before the
     first of ``num_iterations > 1`` updates on one batch (the clipped ratio is ``exp(lpc - old)``).
@@ -744,11 +754,7 @@ def behaviour_logps(policy: Any, segmenter: Any, batch: Any, config: GRPOLossCon
     """
     config = config if config is not None else GRPOLossConfig()
     with torch.no_grad():
-        hidden = batch_hidden_states(policy, batch.trajectories, batching=config.update_batching)
-        rows = token_rows(batch, hidden)
-        impl = config.resolved_impl(rows.hidden)
-        h, w = _cast_for_logprobs(rows.hidden, _lm_head_weight(policy), config, impl)
-        lp = _target_logprobs(impl, h, w, rows.target_ids, _temperature(batch, config), config.chunk_size)
+        hidden, rows, impl, lp = _plain_logprobs(policy, batch, config)
         if config.calibration:
             decodes = decode_batch_segs(policy, segmenter, batch, hidden, spatial=False, max_segs=config.max_segs)
             lp = lp + _seg_bonus(batch, rows, decodes, config, impl)[0]
@@ -769,9 +775,5 @@ def reference_logps(ref_policy: Any, batch: Any, config: GRPOLossConfig | None =
     """
     config = config if config is not None else GRPOLossConfig()
     with torch.no_grad():
-        hidden = batch_hidden_states(ref_policy, batch.trajectories, batching=config.update_batching)
-        rows = token_rows(batch, hidden)
-        impl = config.resolved_impl(rows.hidden)
-        h, w = _cast_for_logprobs(rows.hidden, _lm_head_weight(ref_policy), config, impl)
-        lp = _target_logprobs(impl, h, w, rows.target_ids, _temperature(batch, config), config.chunk_size)
+        _, rows, _, lp = _plain_logprobs(ref_policy, batch, config)
         return _per_token(batch, rows, lp)

@@ -25,14 +25,14 @@ def _video() -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def pipelines(object_ckpt, exported):
+def pipelines(object_checkpoint, exported):
     from videoseg_o3.agent import GenerationConfig
     from videoseg_o3.pipeline import VideoSegO3
 
     out, _ = exported
     generation = GenerationConfig(max_new_tokens=96)  # a scripted turn is ~70 tokens
-    eager = VideoSegO3.from_pretrained(object_ckpt, device="cpu", generation=generation)
-    graphs = VideoSegO3.from_pretrained(object_ckpt, device="cpu", generation=generation, backend="onnxruntime",
+    eager = VideoSegO3.from_pretrained(object_checkpoint, device="cpu", generation=generation)
+    graphs = VideoSegO3.from_pretrained(object_checkpoint, device="cpu", generation=generation, backend="onnxruntime",
                                         export_dir=out)
     return eager, graphs
 
@@ -69,16 +69,16 @@ def test_greedy_segment_chooses_the_same_tokens(pipelines) -> None:
     assert _iou(got.masks, expected.masks) >= MIN_BACKEND_MASK_IOU
 
 
-def test_unknown_backend_and_missing_export_are_one_line_errors(object_ckpt, tmp_path) -> None:
+def test_unknown_backend_and_missing_export_are_one_line_errors(object_checkpoint, tmp_path) -> None:
     from videoseg_o3.pipeline import VideoSegO3
 
     with pytest.raises(ValueError, match="Invalid backend"):
-        VideoSegO3.from_pretrained(object_ckpt, device="cpu", backend="openvino")
+        VideoSegO3.from_pretrained(object_checkpoint, device="cpu", backend="openvino")
     with pytest.raises(FileNotFoundError, match="python -m export.trt"):
-        VideoSegO3.from_pretrained(object_ckpt, device="cpu", backend="onnxruntime", export_dir=tmp_path)
+        VideoSegO3.from_pretrained(object_checkpoint, device="cpu", backend="onnxruntime", export_dir=tmp_path)
 
 
-def test_segment_command_runs_the_onnxruntime_backend(object_ckpt, exported, tmp_path) -> None:
+def test_segment_command_runs_the_onnxruntime_backend(object_checkpoint, exported, tmp_path) -> None:
     """``videoseg-o3 segment --backend onnxruntime --export-dir DIR`` writes the same turns as ``--backend torch``."""
     import json
 
@@ -95,7 +95,7 @@ def test_segment_command_runs_the_onnxruntime_backend(object_ckpt, exported, tmp
     records = {}
     for backend in ("torch", "onnxruntime"):
         out = tmp_path / backend
-        argv = ["segment", str(frames), "the ball", "--ckpt", str(object_ckpt), "--out", str(out), "--no-progress",
+        argv = ["segment", str(frames), "the ball", "--ckpt", str(object_checkpoint), "--out", str(out), "--no-progress",
                 "--no-overlay", "--device", "cpu", "--max-new-tokens", "8", "--backend", backend]
         if backend != "torch":
             argv += ["--export-dir", str(out_dir)]

@@ -58,9 +58,9 @@ def test_unwritable_output_file_path_is_a_one_line_error(tmp_path: Path) -> None
 
 
 @pytest.mark.slow
-def test_command_writes_manifest_and_reports_tensorrt(object_ckpt: Path, tmp_path: Path) -> None:
+def test_command_writes_manifest_and_reports_tensorrt(object_checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / "onnx"
-    command = [sys.executable, "-m", "export.trt", str(object_ckpt), "--out", str(out), "--components", "sam2_memory_encoder"]
+    command = [sys.executable, "-m", "export.trt", str(object_checkpoint), "--out", str(out), "--components", "sam2_memory_encoder"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
     available, reason = tensorrt_status()
