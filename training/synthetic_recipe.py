@@ -43,7 +43,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-__all__ = ["RecipeConfig", "evaluate_stage", "generate_data", "main", "query_kinds", "run_recipe", "synth_arguments"]
+__all__ = ["RecipeConfig", "combine_ablations", "evaluate_stage", "generate_data", "main", "query_kinds", "run_recipe", "synth_arguments"]
 
 QUERY_TYPES = ("referring", "temporal", "spatial")
 STAGES = ("untrained", "sft", "grpo")
@@ -412,6 +412,52 @@ def ablation_table(variants: dict[str, list[dict[str, Any]]], chosen: str | None
     return "\n".join(lines) + "\n"
 
 
+def write_ablations(out: Path, runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Write ``out/ablations.md`` for ``variant -> [{seed, test, val}, ...]``; the variant marked as chosen is the
+    one with the best mean val J&F (never test). Returns the record kept in ``results.json``."""
+    scored = {n: float(np.mean([r["val"]["jf"] for r in rs])) for n, rs in runs.items() if rs and all(r.get("val") for r in rs)}
+    chosen = max(scored, key=scored.get) if scored else None
+    seeds = sorted({r["seed"] for rs in runs.values() for r in rs})
+    (out / "ablations.md").write_text(
+        "J&F x 100 on the test split, mean ± std over seeds " + ", ".join(map(str, seeds)) + "; the chosen variant "
+        "is the best on val.\n\n" + ablation_table(runs, chosen))
+    return {"chosen_on_val": chosen, "runs": runs}
+
+
+def combine_ablations(runs_dirs: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
+    """Merge the ablation runs of several recipe runs (e.g. one per seed, run in parallel) into one table.
+
+    Every run must have been made with ``--ablations`` and the same recipe config apart from seeds (same data,
+    budgets and starting checkpoint), else the seeds would not be draws of one experiment. Writes
+    ``out/ablations.md`` and ``out/ablations.json``.
+    """
+    out = Path(out)
+    merged: dict[str, list[dict[str, Any]]] = {}
+    config = None
+    for run in runs_dirs:
+        path = Path(run) / "results.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found. Pass the --out directories of finished recipe runs.")
+        record = json.loads(path.read_text())
+        if "ablations" not in record:
+            raise ValueError(f"{path} has no ablations: run the recipe with --ablations.")
+        if config is None:
+            config = record["config"]
+        elif record["config"] != config:
+            diff = sorted(k for k in config if config.get(k) != record["config"].get(k))
+            raise ValueError(f"Invalid runs to combine: {path} differs in config keys {diff}.")
+        for name, rs in record["ablations"]["runs"].items():
+            merged.setdefault(name, []).extend(rs)
+    for name, rs in merged.items():
+        seeds = [r["seed"] for r in rs]
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"Invalid runs to combine: variant {name} has seed(s) {seeds} more than once.")
+    out.mkdir(parents=True, exist_ok=True)
+    record = {"runs_dirs": [str(r) for r in runs_dirs], "config": config, **write_ablations(out, merged)}
+    _write_json(out / "ablations.json", record)
+    return record
+
+
 def _write_json(path: Path, record: dict[str, Any]) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
@@ -419,16 +465,23 @@ def _write_json(path: Path, record: dict[str, Any]) -> None:
 
 
 def run_recipe(out: str | Path, cfg: RecipeConfig, *, seeds: Sequence[int] = (0,), ablations: bool = False,
-               init: str | None = None, log: Any = print) -> dict[str, Any]:
+               init: str | None = None, sft: str | None = None, log: Any = print) -> dict[str, Any]:
     """Run the whole recipe into ``out``; returns (and writes) the ``results.json`` record.
 
     The first seed's checkpoints are ``out/sft/final`` and ``out/grpo/final``; further seeds go to
-    ``out/seed<N>/``; ablation variants to ``<seed dir>/grpo_turns<T>_cal<on|off>``.
+    ``out/seed<N>/``; ablation variants to ``<seed dir>/grpo_turns<T>_cal<on|off>``. ``sft`` (one seed only)
+    skips SFT and runs GRPO from that checkpoint, e.g. to add GRPO variants to an earlier run's SFT model; it
+    must have been trained from ``init`` on the same data for the stages to compare.
     """
+    if sft is not None:
+        if len(seeds) != 1:
+            raise ValueError(f"Invalid seeds ({list(seeds)}) with an SFT checkpoint: it is one seed's; pass one seed.")
+        if not Path(sft).is_dir():
+            raise FileNotFoundError(f"SFT checkpoint {sft} not found. Pass the directory of a saved checkpoint.")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    record: dict[str, Any] = {"config": dataclasses.asdict(cfg), "seeds": list(seeds)}
+    record: dict[str, Any] = {"config": dataclasses.asdict(cfg), "seeds": list(seeds), "init": init, "sft_from": sft}
     results_path = out / "results.json"
     data = out / "data"
     log(f"[recipe] data -> {data}")
@@ -459,8 +512,12 @@ def run_recipe(out: str | Path, cfg: RecipeConfig, *, seeds: Sequence[int] = (0,
     ablation_runs: dict[str, list[dict[str, Any]]] = {"sft only": []}
     for index, seed in enumerate(seeds):
         root = out if index == 0 else out / f"seed{seed}"
-        log(f"[recipe] seed {seed}: SFT -> {root / 'sft'}")
-        sft_final = run_sft(root / "sft", start, data / "train", cfg, seed)
+        if sft is None:
+            log(f"[recipe] seed {seed}: SFT -> {root / 'sft'}")
+            sft_final = run_sft(root / "sft", start, data / "train", cfg, seed)
+        else:
+            log(f"[recipe] seed {seed}: SFT checkpoint {sft} (SFT skipped)")
+            sft_final = Path(sft)
         stages = {"untrained": untrained, "sft": stage_eval(sft_final, seed, True)}
         if index == 0:
             record["stages"] = stages
@@ -488,16 +545,10 @@ def run_recipe(out: str | Path, cfg: RecipeConfig, *, seeds: Sequence[int] = (0,
                 for key in ("jf", "J", "F", "turns_per_episode", "well_formed")}
         for stage in STAGES}
     if ablations:
-        scored = {n: np.mean([r["val"]["jf"] for r in runs]) for n, runs in ablation_runs.items() if all(r.get("val") for r in runs)}
-        chosen = max(scored, key=scored.get) if scored else None
-        table = ablation_table(ablation_runs, chosen)
-        (out / "ablations.md").write_text(
-            "J&F x 100 on the test split, mean ± std over seeds " + ", ".join(map(str, seeds)) + "; the chosen variant "
-            "is the best on val.\n\n" + table)
-        record["ablations"] = {"chosen_on_val": chosen, "runs": ablation_runs}
+        record["ablations"] = write_ablations(out, ablation_runs)
     record["plots"] = [str(p) for p in write_plots(out, record["stages"])]
     best = "grpo" if "grpo" in record["stages"] else "sft"
-    shown = showcase(out / best / "final", data / "test", out / "showcase", kinds["test"])
+    shown = showcase(Path(record["stages"][best]["checkpoint"]), data / "test", out / "showcase", kinds["test"])
     record["showcase"] = {k: shown[k] for k in ("query", "kind", "J", "F", "jf", "overlay", "checkpoint")}
     log(f"[recipe] held-out video {shown['video_id']}, query \"{shown['query']}\": J&F {shown['jf']:.3f} "
         f"({best} checkpoint); overlay -> {shown['overlay']}")
@@ -510,6 +561,9 @@ def run_recipe(out: str | Path, cfg: RecipeConfig, *, seeds: Sequence[int] = (0,
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.synthetic_recipe", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="Run directory (data, checkpoints, results.json, plots).")
+    parser.add_argument("--combine", nargs="+", default=None, metavar="RUN",
+                        help="Only merge the ablations of these finished --ablations runs (e.g. one per seed) into "
+                             "OUT/ablations.md and OUT/ablations.json; trains nothing.")
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="Smaller data and budgets (~40 min target on 2 idle cores).")
     size.add_argument("--demo", action="store_true", help="About 5 minutes: a short run of every stage, then one held-out "
@@ -520,10 +574,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max_turns", type=int, default=None, help="Turns of the main GRPO run (default 3).")
     parser.add_argument("--no_calibration", action="store_true", help="Main GRPO run without SEG-aware calibration.")
     parser.add_argument("--init", default=None, help="Start from this checkpoint (e.g. pretrained SAM2) instead of the warm-up.")
+    parser.add_argument("--sft", default=None, help="Skip SFT and run GRPO from this SFT checkpoint (one seed; trained "
+                        "from --init on the same data).")
     parser.add_argument("--eval_limit", type=int, default=None, help="Score only the first N expressions of each split.")
     for name in ("warmup_steps", "sft_steps", "grpo_steps"):
         parser.add_argument(f"--{name}", type=int, default=None, help=f"Override the preset's {name}.")
     args = parser.parse_args(argv)
+    if args.combine:
+        try:
+            record = combine_ablations(args.combine, args.out)
+        except (ValueError, FileNotFoundError) as err:
+            print(f"error: {err}")
+            return 2
+        print((Path(args.out) / "ablations.md").read_text(), end="")
+        print(f"chosen on val: {record['chosen_on_val']}")
+        return 0
     cfg = RecipeConfig.preset("smoke" if args.smoke else "quick" if args.quick else "demo" if args.demo else "full")
     changes: dict[str, Any] = {}
     if args.max_turns is not None:
@@ -540,7 +605,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             changes[name] = value
     cfg = dataclasses.replace(cfg, **changes)
     try:
-        run_recipe(args.out, cfg, seeds=args.seeds, ablations=args.ablations, init=args.init)
+        run_recipe(args.out, cfg, seeds=args.seeds, ablations=args.ablations, init=args.init, sft=args.sft)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}")
         return 2

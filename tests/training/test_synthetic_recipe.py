@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 
 from videoseg_o3.data import load_benchmark
-from training.synthetic_recipe import QUERY_TYPES, STAGES, RecipeConfig, ablation_table, generate_data, query_kinds
+from training.synthetic_recipe import (QUERY_TYPES, STAGES, RecipeConfig, ablation_table, combine_ablations, generate_data,
+                                       query_kinds)
 
 TINY = dataclasses.replace(RecipeConfig.preset("smoke"), train_videos=1, val_videos=1, test_videos=2, queries_per_video=2)
 
@@ -72,6 +73,63 @@ def test_ablation_table_mean_and_std_hand_worked() -> None:
     assert rows[3].startswith("| b (chosen on val) | 1 | 50.0 ± 0.0 |")
 
 
+def _ablation_run(jf: float, temporal: float, seed: int, val: float | None = None) -> dict:
+    test = {"jf": jf, "by_type": {"temporal": {"jf": temporal, "count": 1}}, "turns_per_episode": 1.0, "well_formed": 1.0}
+    return {"seed": seed, "test": test, "val": {"jf": jf if val is None else val}}
+
+
+def _write_run(path: Path, runs: dict, config: dict | None = None) -> Path:
+    path.mkdir(parents=True)
+    record = {"config": config or {"grpo_steps": 40}, "ablations": {"chosen_on_val": None, "runs": runs}}
+    (path / "results.json").write_text(json.dumps(record))
+    return path
+
+
+def test_combine_ablations_merges_seeds_hand_worked(tmp_path) -> None:
+    """Guards merging per-seed runs: seed 0 (J&F 0.2) and seed 1 (0.4) of one variant become one row 30.0 ± 14.1 over
+    2 seeds; the chosen variant is the best on val even where test says otherwise."""
+    a = _write_run(tmp_path / "s0", {"x": [_ablation_run(0.2, 0.1, 0)], "y": [_ablation_run(0.9, 0.9, 0, val=0.1)]})
+    b = _write_run(tmp_path / "s1", {"x": [_ablation_run(0.4, 0.3, 1)], "y": [_ablation_run(0.9, 0.9, 1, val=0.1)]})
+    record = combine_ablations([a, b], tmp_path / "all")
+    rows = (tmp_path / "all" / "ablations.md").read_text().strip().splitlines()
+    assert "seeds 0, 1" in rows[0]
+    assert rows[-2].startswith("| x (chosen on val) | 2 | 30.0 ± 14.1 | 30.0 ± 14.1 | – | 20.0 ± 14.1 |")
+    assert rows[-1].startswith("| y | 2 | 10.0 ± 0.0 | 90.0 ± 0.0 |")
+    assert record["chosen_on_val"] == "x"
+    assert json.loads((tmp_path / "all" / "ablations.json").read_text())["runs"]["x"][1]["seed"] == 1
+
+
+def test_combine_ablations_rejects_runs_that_are_not_one_experiment(tmp_path) -> None:
+    """Guards the merge's bad input: a different recipe config, a seed counted twice, a run without ablations or
+    without results each stop with an error naming the problem."""
+    a = _write_run(tmp_path / "a", {"x": [_ablation_run(0.2, 0.1, 0)]})
+    other = _write_run(tmp_path / "b", {"x": [_ablation_run(0.2, 0.1, 1)]}, config={"grpo_steps": 80})
+    same_seed = _write_run(tmp_path / "c", {"x": [_ablation_run(0.3, 0.1, 0)]})
+    with pytest.raises(ValueError, match="differs in config keys \\['grpo_steps'\\]"):
+        combine_ablations([a, other], tmp_path / "out")
+    with pytest.raises(ValueError, match="seed\\(s\\) \\[0, 0\\] more than once"):
+        combine_ablations([a, same_seed], tmp_path / "out")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "results.json").write_text(json.dumps({"config": {"grpo_steps": 40}}))
+    with pytest.raises(ValueError, match="no ablations"):
+        combine_ablations([a, tmp_path / "d"], tmp_path / "out")
+    with pytest.raises(FileNotFoundError, match="results.json not found"):
+        combine_ablations([a, tmp_path / "missing"], tmp_path / "out")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seeds", "0", "1"], "Invalid seeds \\(\\[0, 1\\]\\) with an SFT checkpoint"),
+    ([], "SFT checkpoint .* not found"),
+])
+def test_recipe_rejects_bad_sft_checkpoint_use_before_any_work(tmp_path, capsys, argv, message) -> None:
+    """Guards ``--sft``: one SFT checkpoint is one seed's, and a missing one is named; nothing is written."""
+    from training.synthetic_recipe import main
+
+    assert main(["--out", str(tmp_path / "run"), "--smoke", "--sft", str(tmp_path / "nope"), *argv]) == 2
+    assert re.search(message, capsys.readouterr().out)
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.slow
 def test_smoke_recipe_end_to_end(tmp_path) -> None:
     """Guards the whole recipe at smoke size: results.json has every stage with J&F, J, F in [0, 1], reward terms,
@@ -113,6 +171,18 @@ def test_smoke_recipe_end_to_end(tmp_path) -> None:
     gt = record.load_masks()
     j = float(np.mean([1.0 if not (w | g).any() else (w & g).sum() / (w | g).sum() for w, g in zip(written, gt)]))
     assert shown["J"] == pytest.approx(j)
+
+    # a second seed run in parallel style: GRPO variants from the first run's SFT model, then one merged table
+    second = tmp_path / "run_seed1"
+    run_recipe(second, RecipeConfig.preset("smoke"), seeds=[1], ablations=True, init=str(out / "init"),
+               sft=str(out / "sft" / "final"), log=lambda *a: None)
+    seeded = json.loads((second / "results.json").read_text())
+    assert seeded["stages"]["sft"]["checkpoint"] == str(out / "sft" / "final")
+    assert not (second / "sft").exists() and (second / "grpo" / "final" / "videoseg_o3.json").is_file()
+    assert seeded["showcase"]["checkpoint"] == str(second / "grpo" / "final")
+    merged = combine_ablations([out, second], tmp_path / "merged")
+    assert [r["seed"] for r in merged["runs"]["turns2_calon"]] == [0, 1]
+    assert "| turns1_calon" in (tmp_path / "merged" / "ablations.md").read_text()
 
 
 @pytest.mark.parametrize("flag", ["--max_turns", "--warmup_steps", "--sft_steps", "--grpo_steps", "--eval_limit"])
