@@ -123,14 +123,19 @@ class RecipeConfig:
     def preset(cls, name: str) -> "RecipeConfig":
         """``full`` (the defaults), ``quick`` (~40 min target on 2 idle cores), ``demo`` (about 5 minutes: a short
         run of every stage that ends in one held-out video segmented; its numbers are not the recipe's) or
-        ``smoke`` (every stage runs once at a minimal size; its numbers mean nothing)."""
+        ``smoke`` (every stage runs once at a minimal size; its numbers mean nothing).
+
+        ``demo`` buys its SFT with a 6x higher learning rate (6e-3, one example per step) on 60 training videos:
+        in 200 steps the tiny policy learns to end its answer with ``[SEG]``, which 1e-3 needs about 800 steps
+        for; with 12 videos the same steps over-fit and greedy turns loop. GRPO runs two steps only to show the
+        stage works."""
         if name == "full":
             return cls()
         if name == "quick":
             return cls(train_videos=60, val_videos=6, test_videos=12, warmup_steps=250, sft_steps=800, grpo_steps=40)
         if name == "demo":
-            return cls(train_videos=12, val_videos=2, test_videos=4, warmup_steps=60, sft_steps=100, sft_grad_accum=1,
-                       sft_learning_rate=2e-3, grpo_steps=2, grpo_prompts_per_step=1, eval_val=False,
+            return cls(train_videos=60, val_videos=2, test_videos=4, warmup_steps=60, sft_steps=200, sft_grad_accum=1,
+                       sft_learning_rate=6e-3, grpo_steps=2, grpo_prompts_per_step=1, eval_val=False,
                        eval_limit=4)
         if name == "smoke":
             return cls(train_videos=2, val_videos=1, test_videos=1, frames=(6, 6), size=(40, 40), queries_per_video=1,
@@ -579,6 +584,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--eval_limit", type=int, default=None, help="Score only the first N expressions of each split.")
     for name in ("warmup_steps", "sft_steps", "grpo_steps"):
         parser.add_argument(f"--{name}", type=int, default=None, help=f"Override the preset's {name}.")
+    for name in ("sft_learning_rate", "grpo_learning_rate"):
+        parser.add_argument(f"--{name}", type=float, default=None, help=f"Override the preset's {name}.")
     args = parser.parse_args(argv)
     if args.combine:
         try:
@@ -602,6 +609,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if value is not None:
             if value < 1:
                 raise SystemExit(f"error: Invalid --{name} ({value}). Use 1 or more.")
+            changes[name] = value
+    for name in ("sft_learning_rate", "grpo_learning_rate"):
+        value = getattr(args, name)
+        if value is not None:
+            if not (math.isfinite(value) and value > 0):
+                raise SystemExit(f"error: Invalid --{name} ({value}). Use a positive number.")
             changes[name] = value
     cfg = dataclasses.replace(cfg, **changes)
     try:

@@ -193,3 +193,14 @@ def test_cli_rejects_non_positive_sizes(tmp_path, flag) -> None:
     with pytest.raises(SystemExit, match=f"Invalid {flag} \\(0\\)"):
         main(["--out", str(tmp_path / "run"), "--smoke", flag, "0"])
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("flag", ["--sft_learning_rate", "--grpo_learning_rate"])
+@pytest.mark.parametrize("value", ["0", "-0.001", "nan"])
+def test_cli_rejects_non_positive_learning_rates(tmp_path, flag, value) -> None:
+    """Guards the learning-rate overrides: zero, negative or NaN stop before any work with an error naming the flag."""
+    from training.synthetic_recipe import main
+
+    with pytest.raises(SystemExit, match=f"Invalid {flag} \\("):
+        main(["--out", str(tmp_path / "run"), "--smoke", flag, value])
+    assert not (tmp_path / "run").exists()
