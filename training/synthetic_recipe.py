@@ -127,8 +127,8 @@ class RecipeConfig:
 
         ``demo`` buys its SFT with a 6x higher learning rate (6e-3, one example per step) on 60 training videos:
         in 200 steps the tiny policy learns to end its answer with ``[SEG]``, which 1e-3 needs about 800 steps
-        for; with 12 videos, 150 such steps left every greedy test turn looping unclosed. GRPO runs two steps only to show the
-        stage works."""
+        for; with 12 videos, 150 such steps left every greedy test turn looping unclosed. GRPO runs two steps
+        only to show the stage works."""
         if name == "full":
             return cls()
         if name == "quick":
