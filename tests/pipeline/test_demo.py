@@ -1,4 +1,4 @@
-"""``videoseg-o3 demo``: the README's first command runs end to end and leaves its files."""
+"""``videoseg-o3 demo``: the one-minute pipeline check (random checkpoint) runs end to end and leaves its files."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from videoseg_o3.cli import main
 
 @pytest.mark.slow
 def test_demo_runs_every_stage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """As the README runs it (its own tiny random checkpoint); it must say that random output is expected."""
+    """As the README describes it (its own tiny random checkpoint); it must say that random output is expected."""
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--videos", "1", "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
