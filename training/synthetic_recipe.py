@@ -432,25 +432,30 @@ def write_ablations(out: Path, runs: dict[str, list[dict[str, Any]]]) -> dict[st
 def combine_ablations(runs_dirs: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
     """Merge the ablation runs of several recipe runs (e.g. one per seed, run in parallel) into one table.
 
-    Every run must have been made with ``--ablations`` and the same recipe config apart from seeds (same data,
-    budgets and starting checkpoint), else the seeds would not be draws of one experiment. Writes
-    ``out/ablations.md`` and ``out/ablations.json``.
+    Every run must have been made with ``--ablations``, the same recipe config apart from seeds (same data and
+    budgets) and the same starting checkpoint (``--init``), else the seeds would not be draws of one experiment.
+    Writes ``out/ablations.md`` and ``out/ablations.json``.
     """
     out = Path(out)
     merged: dict[str, list[dict[str, Any]]] = {}
-    config = None
-    for run in runs_dirs:
+    config, starts = None, {}
+    for index, run in enumerate(runs_dirs):
         path = Path(run) / "results.json"
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found. Pass the --out directories of finished recipe runs.")
         record = json.loads(path.read_text())
         if "ablations" not in record:
             raise ValueError(f"{path} has no ablations: run the recipe with --ablations.")
-        if config is None:
+        if index == 0:
             config = record["config"]
         elif record["config"] != config:
             diff = sorted(k for k in config if config.get(k) != record["config"].get(k))
             raise ValueError(f"Invalid runs to combine: {path} differs in config keys {diff}.")
+        if "start" in record:  # absent from a results.json written before the start was recorded
+            starts[path] = record["start"]
+            first_path, first = next(iter(starts.items()))
+            if starts[path] != first:
+                raise ValueError(f"Invalid runs to combine: {path} started from {starts[path]}, {first_path} from {first}.")
         for name, rs in record["ablations"]["runs"].items():
             merged.setdefault(name, []).extend(rs)
     for name, rs in merged.items():
@@ -495,6 +500,7 @@ def run_recipe(out: str | Path, cfg: RecipeConfig, *, seeds: Sequence[int] = (0,
     limit = cfg.eval_limit
 
     start = Path(init) if init else out / "init"
+    record["start"] = str(start.resolve())  # the untrained checkpoint every stage starts from
     if init is None:
         log("[recipe] SAM2 warm-up (random tiny SAM2; real users start from pretrained SAM2)")
         record["sam_warmup"] = build_init(start, data / "train", cfg, log=log)

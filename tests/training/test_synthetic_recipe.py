@@ -78,9 +78,9 @@ def _ablation_run(jf: float, temporal: float, seed: int, val: float | None = Non
     return {"seed": seed, "test": test, "val": {"jf": jf if val is None else val}}
 
 
-def _write_run(path: Path, runs: dict, config: dict | None = None) -> Path:
+def _write_run(path: Path, runs: dict, config: dict | None = None, start: str = "/runs/q1/init") -> Path:
     path.mkdir(parents=True)
-    record = {"config": config or {"grpo_steps": 40}, "ablations": {"chosen_on_val": None, "runs": runs}}
+    record = {"config": config or {"grpo_steps": 40}, "start": start, "ablations": {"chosen_on_val": None, "runs": runs}}
     (path / "results.json").write_text(json.dumps(record))
     return path
 
@@ -100,13 +100,16 @@ def test_combine_ablations_merges_seeds_hand_worked(tmp_path) -> None:
 
 
 def test_combine_ablations_rejects_runs_that_are_not_one_experiment(tmp_path) -> None:
-    """Guards the merge's bad input: a different recipe config, a seed counted twice, a run without ablations or
-    without results each stop with an error naming the problem."""
+    """Guards the merge's bad input: a different recipe config, another starting checkpoint, a seed counted twice,
+    a run without ablations or without results each stop with an error naming the problem."""
     a = _write_run(tmp_path / "a", {"x": [_ablation_run(0.2, 0.1, 0)]})
     other = _write_run(tmp_path / "b", {"x": [_ablation_run(0.2, 0.1, 1)]}, config={"grpo_steps": 80})
     same_seed = _write_run(tmp_path / "c", {"x": [_ablation_run(0.3, 0.1, 0)]})
+    other_init = _write_run(tmp_path / "e", {"x": [_ablation_run(0.3, 0.1, 1)]}, start="/runs/q9/init")
     with pytest.raises(ValueError, match="differs in config keys \\['grpo_steps'\\]"):
         combine_ablations([a, other], tmp_path / "out")
+    with pytest.raises(ValueError, match="started from /runs/q9/init, .*a/results.json from /runs/q1/init"):
+        combine_ablations([a, other_init], tmp_path / "out")
     with pytest.raises(ValueError, match="seed\\(s\\) \\[0, 0\\] more than once"):
         combine_ablations([a, same_seed], tmp_path / "out")
     (tmp_path / "d").mkdir()
