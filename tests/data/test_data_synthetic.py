@@ -247,6 +247,59 @@ def test_terse_think_states_the_same_facts_and_keeps_everything_else(tmp_path: P
         SynthConfig(think_style="verbose")
 
 
+def test_adaptive_traces_look_closer_only_when_turn_0_misses_the_best_anchor(tmp_path: Path) -> None:
+    """Guards ``turn_plan="adaptive"`` against the masks and hand-computed turn-0 frames (4 spread evenly with both
+    ends, as ``np.linspace`` floors them, plus the first and last at high resolution): a trace answers at once
+    exactly when turn 0 shows the frame where the target is largest; otherwise its select is keyed on that frame
+    (the mask's anchor, shown at high resolution next), its interval is 5 frames holding it, the follow-up shows
+    every frame of the interval, and the answer names the target's span and the same frame."""
+    import dataclasses
+
+    from videoseg_o3.data.vtscot import plan_adaptive_turns, record_dialogue
+    from videoseg_o3.protocol import ProtocolConfig, parse_turn
+
+    cfg = ProtocolConfig(turn0_temporal_frames=4, turn0_spatial_frames=2)
+    counts = set()
+    for style in ("full", "terse"):
+        root = tmp_path / style
+        generate_split(root, 6, seed=SEED, cfg=dataclasses.replace(TINY, turn_plan="adaptive", think_style=style),
+                       protocol=cfg)
+        sft = json.loads((root / "vts_cot.json").read_text())
+        dataset = {(r.video_id, r.expression_id): r for r in load_benchmark(root, "revos")}
+        for record in sft:
+            areas = dataset[(record["video_name"], record["exp_id"])].load_masks().sum(axis=(1, 2))
+            present = np.flatnonzero(areas)
+            best, num_frames = int(np.argmax(areas)), len(areas)
+            shown = {int(i) for i in np.linspace(0, num_frames - 1, 4).astype(int)} | {0, num_frames - 1}
+            parses = [parse_turn(t["value"]) for t in record["conversations"] if t["from"] == "gpt"]
+            assert all(p.error is None for p in parses)
+            assert len(parses) == (1 if best in shown else 2), (record["video_name"], best, shown)
+            counts.add(len(parses))
+            assert (parses[-1].action, parses[-1].start, parses[-1].end, parses[-1].keyframe) == \
+                ("answer", int(present[0]), int(present[-1]), best)
+            if len(parses) == 2:
+                select = parses[0]
+                assert select.action == "select" and select.keyframe == best
+                assert select.start <= best <= select.end and select.end - select.start + 1 == min(5, num_frames)
+                if style == "full":
+                    assert "not all seen yet" in select.think and "visible only within" not in select.think
+                dialogue = record_dialogue(record, cfg)
+                followup = [spec for spec in dialogue.observations[1].parts if not isinstance(spec, str)]
+                assert set(range(select.start, select.end + 1)) <= {spec.index for spec in followup}
+                assert any(spec.index == best and spec.role == "keyframe" for spec in followup)
+    assert counts == {1, 2}
+    # hand-worked: the target is in frames 1-3, largest at 2; turn 0 shows 0, 3, 5 -> look at 1-3 keyed on 2
+    mask = np.zeros((6, 4, 4), dtype=bool)
+    mask[1, 0, 0] = mask[3, 0, :2] = True
+    mask[2, :2, :2] = True
+    assert plan_adaptive_turns(mask, [0, 3, 5], window=3) == [(1, 3, 2), (1, 3, 2)]
+    assert plan_adaptive_turns(mask, [0, 3, 5], window=2) == [(1, 2, 2), (1, 3, 2)]
+    assert plan_adaptive_turns(mask, [0, 2, 5], window=3) == [(1, 3, 2)]
+    assert plan_adaptive_turns(mask, [0, 3], window=10) == [(0, 5, 2), (1, 3, 2)]  # window clipped into the video
+    with pytest.raises(ValueError, match="turn_plan"):
+        SynthConfig(turn_plan="sometimes")
+
+
 def test_config_errors_say_how_to_fix() -> None:
     with pytest.raises(ValueError, match=r"Invalid frames \(\(10, 5\)\)"):
         SynthConfig(frames=(10, 5))

@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--queries-per-video", dest="queries_per_video", type=int, default=3, help="Expressions per video (default 3).")
     parser.add_argument("--think", dest="think_style", choices=("full", "terse"), default="full",
                         help="Think text of the VTS-CoT traces: full sentences or terse notes (default full).")
+    parser.add_argument("--turns", dest="turn_plan", choices=("random", "adaptive"), default="random",
+                        help="Turns of the VTS-CoT traces: random (1-3, whatever the query; default) or adaptive (one, "
+                             "or a closer look first when the first user turn does not show the keyframe).")
     parser.add_argument("--layout", choices=_LAYOUTS, default="revos", help="Benchmark layout to write (default revos).")
     parser.add_argument("--no-records", dest="records", action="store_false", help="Skip vts_cot.json and rl_data.json.")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="Hide the progress bar.")
@@ -63,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     if args.videos < 1:
         raise ValueError(f"Invalid --videos ({args.videos}). Expected >= 1.")
     cfg = SynthConfig(frames=args.frames, size=args.size, objects=args.objects, queries_per_video=args.queries_per_video,
-                      think_style=args.think_style)
+                      think_style=args.think_style, turn_plan=args.turn_plan)
     for split in args.split:
         info = generate_split(
             Path(args.out) / split, args.videos, seed=args.seed, split=split, layout=args.layout, cfg=cfg,

@@ -30,7 +30,8 @@ Difficulty knobs (fields of :class:`SynthConfig`): video length (``frames``), fr
 objects (``objects``), object speed, the probabilities of appearing late / leaving early / stopping /
 turning / staying static, the chance of steering an object across another (occlusions), background noise,
 JPEG quality, the query mix (weights of referring / temporal / spatial / multi-target queries) and the
-turn mix of the reasoning traces (1, 2 or 3 turns).
+turns of the reasoning traces (``turn_plan``: 1, 2 or 3 at random by ``turn_weights``, or adaptive: a closer
+look only when the first user turn does not show the target's keyframe).
 
 Outputs per split (:func:`generate_split`): the ReVOS layout (``JPEGImages``, ``meta_expressions.json``
 with ``type_id``, ``mask_dict.json``, ``mask_dict_foreground.json``) or any other layout of
@@ -104,7 +105,9 @@ class SynthConfig:
         default_factory=lambda: {"referring": 1.0, "multi": 0.3, "temporal": 1.0, "spatial": 1.0},
         metadata={"help": "Relative weights of the query kinds: referring, multi, temporal, spatial."},
     )
-    turn_weights: tuple[float, float, float] = field(default=(1.0, 1.0, 1.0), metadata={"help": "Relative weights of 1-, 2- and 3-turn traces."})
+    turn_weights: tuple[float, float, float] = field(default=(1.0, 1.0, 1.0), metadata={"help": "Relative weights of 1-, 2- and 3-turn traces (turn_plan 'random')."})
+    turn_plan: str = field(default="random", metadata={"help": "Turns of a VTS-CoT trace: 'random' (by turn_weights, whatever the query) or "
+                                                              "'adaptive' (look closer only when turn 0 does not show the keyframe)."})
     margin_frames: int = field(default=2, metadata={"help": "Frames between the answer and the runner-up of a temporal query."})
     margin_px: float = field(default=3.0, metadata={"help": "Pixels between the answer and the runner-up of a spatial query."})
     think_style: str = field(default="full", metadata={"help": "Think text of the VTS-CoT traces: full sentences or terse notes."})
@@ -136,6 +139,10 @@ class SynthConfig:
 
         if self.think_style not in THINK_STYLES:
             raise ValueError(f"Invalid think_style ({self.think_style!r}). Supported values are {', '.join(THINK_STYLES)}.")
+        from videoseg_o3.data.vtscot import TURN_PLANS
+
+        if self.turn_plan not in TURN_PLANS:
+            raise ValueError(f"Invalid turn_plan ({self.turn_plan!r}). Supported values are {', '.join(TURN_PLANS)}.")
         if len(self.turn_weights) != 3 or any(w < 0 for w in self.turn_weights) or sum(self.turn_weights) <= 0:
             raise ValueError(f"Invalid turn_weights ({self.turn_weights}). Expected three weights >= 0 for 1, 2, 3 turns, not all 0.")
 
@@ -674,7 +681,7 @@ def generate_split(
             if records and writer.uses_mask_dict:
                 anno_ids = [writer.anno_ids[(video.video_id, t)] for t in query.targets]
                 sft.append(vtscot.build_sft_record(video, query, str(exp_id), anno_ids, rng, cfg.turn_weights, protocol,
-                                                     cfg.think_style))
+                                                     cfg.think_style, cfg.turn_plan))
                 rl.append([vtscot.build_rl_record(video, query, anno_ids, str(exp_id))])
     writer.close()
     if records and writer.uses_mask_dict:

@@ -22,7 +22,12 @@ line ``The text query is '<exp>'``. :func:`build_sft_record` writes that convent
 
 Traces come from the ground truth of the (union) target mask: the answer interval is where the target is
 visible, its keyframe the frame where it is largest; a path of 1-3 turns narrows the interval coarse to fine
-(every select's interval contains the true one and its keyframe shows the target). Every sentence of the
+(every select's interval contains the true one and its keyframe shows the target). How many turns a trace takes
+is one of :data:`TURN_PLANS`: drawn at random (``"random"``, the weights of ``turn_weights``), or
+``"adaptive"`` (:func:`plan_adaptive_turns`): one turn when the first user turn shows the frame where the target
+is largest, else a ``<select>`` of the frames around it keyed on it (the mask's anchor, then seen at high
+resolution) and the answer, so that a policy learns to look closer when the coarse view missed the best anchor
+for its mask. Every sentence of the
 think text is a fact read off the ground truth. Assistant turns are written by
 :func:`videoseg_o3.protocol.format_turn`, so the records speak exactly the protocol's text contract.
 """
@@ -41,12 +46,15 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "IMAGE_PLACEHOLDER",
     "THINK_STYLES",
+    "TURN_PLANS",
     "RELEASED_QUERY_LINE",
     "VtsCotDialogue",
     "build_rl_record",
     "build_sft_record",
     "followup_human_value",
     "initial_human_value",
+    "plan_adaptive_turns",
+    "plan_texts",
     "plan_turns",
     "record_dialogue",
     "region_name",
@@ -104,6 +112,42 @@ def plan_turns(mask: np.ndarray, num_turns: int, rng: np.random.Generator) -> li
     return plan
 
 
+TURN_PLANS = ("random", "adaptive")
+"""How a synthetic trace's number of turns is chosen (see the module docstring)."""
+
+
+def plan_adaptive_turns(mask: np.ndarray, shown: Sequence[int], window: int) -> list[tuple[int, int, int]]:
+    """The ``"adaptive"`` plan: look closer only when the first user turn misses the best anchor for the mask.
+
+    The mask is anchored on the keyframe of the last ``<select>`` when there is one (that frame is then seen at
+    high resolution before the answer's ``[SEG]``), else on the answer's keyframe
+    (:func:`videoseg_o3.protocol.anchor_frame`).
+
+    Args:
+        mask: ``(T, H, W)`` bool target mask (must be non-empty somewhere).
+        shown: frame indices the first user turn shows (low and high resolution together).
+        window: frames a follow-up turn shows in full (the protocol's ``followup_temporal_frames``).
+    Returns:
+        With ``best`` the frame where the target is largest: ``[(first, last, best)]`` when ``best`` is shown,
+        else ``[(start, end, best), (first, last, best)]``: a select of the ``window`` frames around ``best`` keyed
+        on it (the follow-up shows every frame of the window and ``best`` at high resolution), then the answer.
+    """
+    areas = mask.sum(axis=(1, 2))
+    present = np.flatnonzero(areas)
+    if present.size == 0:
+        raise ValueError("Invalid target: its mask is empty in every frame, so no interval can be planned.")
+    if window < 1:
+        raise ValueError(f"Invalid window ({window}). A follow-up turn shows at least 1 frame.")
+    num_frames = mask.shape[0]
+    first, last, best = int(present[0]), int(present[-1]), int(np.argmax(areas))
+    answer = (first, last, best)
+    if best in {int(i) for i in shown}:
+        return [answer]
+    start = min(max(0, best - window // 2), max(0, num_frames - window))
+    end = min(num_frames - 1, start + window - 1)
+    return [(start, end, best), answer]
+
+
 def _where(mask: np.ndarray, frame: int) -> tuple[str, int]:
     ys, xs = np.nonzero(mask[frame])
     return region_name(float(ys.mean()), float(xs.mean()), mask.shape[1], mask.shape[2]), int(ys.size)
@@ -128,7 +172,7 @@ def _terse_steps(video: "SynthVideo", query: "SynthQuery", mask: np.ndarray, tur
 
 
 def _turn_steps(video: "SynthVideo", query: "SynthQuery", mask: np.ndarray, turn: tuple[int, int, int], final: bool,
-                style: str = "full") -> tuple[str, str, str]:
+                style: str = "full", adaptive: bool = False) -> tuple[str, str, str]:
     if style == "terse":
         return _terse_steps(video, query, mask, turn)
     start, end, key = turn
@@ -144,11 +188,32 @@ def _turn_steps(video: "SynthVideo", query: "SynthQuery", mask: np.ndarray, turn
         spatial = f"{'They are' if plural else 'It is'} largest at frame {key}, in the {region} part of the frame, covering {area} pixels."
         expression = " ".join(query.facts) + f" So the query \"{query.text}\" refers to {_target_names(video, query)}."
     else:
-        temporal = f"{subject} visible only within frames {start} to {end}; a closer look at this segment will pin down the span."
+        if adaptive:  # a look around the frame where the target is largest, keyed on it
+            temporal = (f"Frames {start} to {end}, not all seen yet, may show {'them' if plural else 'it'} larger than any "
+                        "frame so far; a closer look will tell.")
+        else:
+            temporal = f"{subject} visible only within frames {start} to {end}; a closer look at this segment will pin down the span."
         spatial = f"At frame {key} {'they are' if plural else 'it is'} in the {region} part of the frame."
         kind = "a referring" if query.expression_type == "referring" else f"a {query.kind} reasoning"
         expression = f"The query \"{query.text}\" is {kind} expression; " + query.facts[0][0].lower() + query.facts[0][1:]
     return temporal, spatial, expression
+
+
+def plan_texts(video: "SynthVideo", query: "SynthQuery", plan: Sequence[tuple[int, int, int]], think_style: str = "full",
+               *, adaptive: bool = False) -> list[str]:
+    """The assistant turns of ``plan`` (``(start, end, keyframe)`` per turn; selects, then the answer), written
+    by :func:`videoseg_o3.protocol.format_turn` with think text read off the ground truth. ``adaptive``: the
+    selects' wording of :func:`plan_adaptive_turns` plans."""
+    from videoseg_o3.protocol import format_turn
+
+    mask = video.target_masks(query)
+    texts = []
+    for index, turn in enumerate(plan):
+        final = index == len(plan) - 1
+        steps = _turn_steps(video, query, mask, turn, final, think_style, adaptive)
+        action = "answer" if final else "select"
+        texts.append(format_turn(action, steps, ANSWER_ACTION_TEXT if final else SELECT_ACTION_TEXT, *turn))
+    return texts
 
 
 def build_sft_record(
@@ -160,37 +225,43 @@ def build_sft_record(
     turn_weights: Sequence[float] = (1.0, 1.0, 1.0),
     protocol: "ProtocolConfig | None" = None,
     think_style: str = "full",
+    turn_plan: str = "random",
 ) -> dict[str, Any]:
-    """One VTS-CoT conversation for ``query`` on ``video`` (1-3 assistant turns, drawn by ``turn_weights``).
+    """One VTS-CoT conversation for ``query`` on ``video`` (1-3 assistant turns).
 
-    ``think_style`` (:data:`THINK_STYLES`) chooses full sentences or terse notes for the three reasoning steps.
+    ``turn_plan`` (:data:`TURN_PLANS`): ``"random"`` draws 1-3 turns by ``turn_weights`` (:func:`plan_turns`);
+    ``"adaptive"`` takes one turn or two, by whether ``protocol``'s first user turn shows the keyframe
+    (:func:`plan_adaptive_turns`; ``turn_weights`` unused). ``think_style`` (:data:`THINK_STYLES`) chooses full
+    sentences or terse notes for the three reasoning steps.
 
     Human turns follow the released convention (text only; see the module docstring), so
     :func:`record_dialogue` turns the record back into the protocol's observations for ``protocol``.
     """
-    from videoseg_o3.protocol import ProtocolConfig, format_turn, system_prompt, turn0_frame_indices
+    from videoseg_o3.protocol import ProtocolConfig, system_prompt, turn0_frame_indices
 
     if think_style not in THINK_STYLES:
         raise ValueError(f"Invalid think_style ({think_style!r}). Supported values are {', '.join(THINK_STYLES)}.")
+    if turn_plan not in TURN_PLANS:
+        raise ValueError(f"Invalid turn_plan ({turn_plan!r}). Supported values are {', '.join(TURN_PLANS)}.")
     cfg = protocol or ProtocolConfig()
-    weights = np.asarray(turn_weights, dtype=np.float64)
-    num_turns = 1 + int(rng.choice(3, p=weights / weights.sum()))
     mask = video.target_masks(query)
-    plan = plan_turns(mask, num_turns, rng)
     num_frames = video.num_frames
+    if turn_plan == "adaptive":
+        shown = [i for part in turn0_frame_indices(num_frames, cfg) for i in part]
+        plan = plan_adaptive_turns(mask, shown, cfg.followup_temporal_frames)
+    else:
+        weights = np.asarray(turn_weights, dtype=np.float64)
+        plan = plan_turns(mask, 1 + int(rng.choice(3, p=weights / weights.sum())), rng)
 
     conversations = [
         {"from": "system", "value": system_prompt(cfg)},
         {"from": "human", "value": initial_human_value(query.text, num_frames, cfg)},
     ]
     trace = []
-    for index, turn in enumerate(plan):
-        final = index == len(plan) - 1
-        steps = _turn_steps(video, query, mask, turn, final, think_style)
-        action = "answer" if final else "select"
-        text = format_turn(action, steps, ANSWER_ACTION_TEXT if final else SELECT_ACTION_TEXT, *turn)
+    texts = plan_texts(video, query, plan, think_style, adaptive=turn_plan == "adaptive")
+    for index, (turn, text) in enumerate(zip(plan, texts)):
         conversations.append({"from": "gpt", "value": text})
-        if not final:
+        if index < len(plan) - 1:
             trace.append({"start_frame": turn[0], "end_frame": turn[1], "key_frame": turn[2]})
             conversations.append({"from": "human", "value": followup_human_value(query.text, cfg)})
     return {
