@@ -63,6 +63,14 @@ class TrainConfig:
     protocol_preset: str = field(
         default="rl", metadata={"help": "Frame budgets of the dialogue: 'rl' (10 + 5 frames, the RL rollouts) or 'eval' (20 + 8)."}
     )
+    turn0_temporal_frames: int | None = field(
+        default=None,
+        metadata={"help": "Low-resolution frames of the first user turn instead of the preset's (10 or 20). Scale it with "
+                  "the videos: short clips all shown at turn 0 leave a follow-up turn nothing new to show."},
+    )
+    turn0_spatial_frames: int | None = field(
+        default=None, metadata={"help": "High-resolution frames of the first user turn instead of the preset's (5 or 8)."}
+    )
     prompt_style: str = field(default="videoseg-o3", metadata={"help": "Prompt wording: 'videoseg-o3' (released) or 'default'."})
     bf16: bool = field(default=False, metadata={"help": "Train the policy in bfloat16 autocast (reference: on)."})
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda[:i]."})
@@ -90,6 +98,9 @@ class TrainConfig:
             _at_least(self, name, 1)
         for name in ("save_steps", "save_total_limit"):
             _at_least(self, name, 0)
+        for name in ("turn0_temporal_frames", "turn0_spatial_frames"):
+            if getattr(self, name) is not None:
+                _at_least(self, name, 0)
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ValueError(f"Invalid warmup_ratio ({self.warmup_ratio}). Set --warmup_ratio to a value in [0, 1).")
         if self.learning_rate <= 0:
@@ -105,10 +116,14 @@ class TrainConfig:
             raise ValueError(f"Invalid report_to ({', '.join(sorted(unknown))}). Supported values are jsonl, tensorboard, none.")
 
     def protocol(self) -> Any:
-        """The ``ProtocolConfig`` of the dialogues (preset + prompt style)."""
+        """The ``ProtocolConfig`` of the dialogues (preset, turn-0 frame counts when set, prompt style)."""
         from videoseg_o3.protocol import ProtocolConfig
 
-        return dataclasses.replace(ProtocolConfig.preset(self.protocol_preset), prompt_style=self.prompt_style)
+        changes: dict[str, Any] = {"prompt_style": self.prompt_style}
+        for name in ("turn0_temporal_frames", "turn0_spatial_frames"):
+            if getattr(self, name) is not None:
+                changes[name] = getattr(self, name)
+        return dataclasses.replace(ProtocolConfig.preset(self.protocol_preset), **changes)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -81,6 +81,22 @@ def test_config_file_then_flags(tmp_path) -> None:
         parse_config(SFTConfig, ["--seg_supervision", "all"])
 
 
+def test_turn0_frame_flags_override_the_preset_only_where_set() -> None:
+    """Guards --turn0_temporal_frames / --turn0_spatial_frames: each replaces the preset's count (RL: 10 and 5) in the
+    protocol the trainers save, an unset one keeps the preset's, and a negative count is refused by name."""
+    from training.config import GRPOConfig, parse_config
+
+    config = parse_config(GRPOConfig, ["--turn0_temporal_frames", "4", "--turn0_spatial_frames", "2", "--max_turns", "1"])
+    protocol = config.protocol()
+    assert (protocol.turn0_temporal_frames, protocol.turn0_spatial_frames, protocol.max_turns) == (4, 2, 1)
+    assert protocol.keyframe_max_pixels == 256 * 28 * 28  # the rest is still the RL preset
+    assert parse_config(SFTConfig, ["--turn0_spatial_frames", "0"]).protocol().turn0_temporal_frames == 10
+    with pytest.raises(ValueError, match=r"Invalid turn0_temporal_frames \(-1\)"):
+        parse_config(SFTConfig, ["--turn0_temporal_frames", "-1"])
+    with pytest.raises(ValueError, match="both 0"):
+        parse_config(SFTConfig, ["--turn0_temporal_frames", "0", "--turn0_spatial_frames", "0"]).protocol()
+
+
 @pytest.mark.slow
 def test_sft_run_writes_a_loadable_final_checkpoint(tmp_path) -> None:
     """The embedded run end to end (tiny model, synthetic data): logs, TensorBoard events, resumable checkpoints,
