@@ -91,6 +91,12 @@ def test_eval_with_a_checkpoint_scores_the_model(tiny_ckpt: Path, tmp_path: Path
                  "--out", str(tmp_path / "again.json"), "--no-progress"]) == 0
     again = json.loads((tmp_path / "again.json").read_text())
     assert again["overall"] == record["overall"]
+    assert record["model"]["max_turns"] == 3  # the checkpoint's own budget
+    # --max-turns replaces the checkpoint's turn budget for this run only (a turn ablation at inference).
+    assert main([*argv[:-5], "--limit", "1", "--max-turns", "1", "--out", str(tmp_path / "one.json"), "--no-progress"]) == 0
+    assert json.loads((tmp_path / "one.json").read_text())["model"]["max_turns"] == 1
+    assert main([*argv[:-5], "--max-turns", "0"]) == 2
+    assert "Invalid --max-turns (0)" in capsys.readouterr().err
 
 
 def test_eval_needs_predictions_or_a_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ckpt", default=None, help="Run this checkpoint on every expression instead of reading predictions.")
     parser.add_argument("--device", default="auto", help="With --ckpt: auto, cpu, or a CUDA device.")
     parser.add_argument("--limit", type=int, default=None, help="Score only the first N expressions (a quick check).")
+    parser.add_argument("--max-turns", dest="max_turns", type=int, default=None,
+                        help="With --ckpt: most assistant turns per episode instead of the checkpoint's (1: answer from the "
+                             "first view; a <select> in the last turn still ends the episode with its [SEG]).")
     parser.add_argument("--out", default=None, help="Write the full result (per expression, per subset, overall) as JSON here.")
     parser.add_argument("--submission", default=None, help="Also write the server submission zip here (mevis, refytvos).")
     parser.add_argument("--meta-file", dest="meta_file", default=None, help="Expression file, if not the layout's default name.")
@@ -37,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from videoseg_o3.data import load_benchmark
     from videoseg_o3.evaluation import SUBMISSION_FORMATS, PredictionsDir, evaluate, write_submission
 
@@ -46,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("With --ckpt and --submission, also give --pred PRED_DIR so the model runs once and both read its saved masks.")
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"Invalid --limit ({args.limit}): use a positive number of expressions.")
+    if args.max_turns is not None and (args.max_turns < 1 or args.ckpt is None):
+        raise ValueError(f"Invalid --max-turns ({args.max_turns}): use a positive number of turns, with --ckpt.")
     dataset = load_benchmark(args.root, args.format, meta_file=args.meta_file)
     if args.limit is not None:
         dataset = list(dataset)[: args.limit]
@@ -54,7 +61,12 @@ def run(args: argparse.Namespace) -> int:
         from videoseg_o3.evaluation import write_predictions
         from videoseg_o3.pipeline import BenchmarkPredictor, VideoSegO3
 
-        model = BenchmarkPredictor(VideoSegO3.from_pretrained(args.ckpt, device=args.device))
+        protocol = None
+        if args.max_turns is not None:
+            from videoseg_o3.checkpoint import read_checkpoint_config
+
+            protocol = dataclasses.replace(read_checkpoint_config(args.ckpt).protocol, max_turns=args.max_turns)
+        model = BenchmarkPredictor(VideoSegO3.from_pretrained(args.ckpt, device=args.device, protocol=protocol))
         if args.pred is not None:
             count = write_predictions(dataset, model, args.pred, progress=args.progress)
             print(f"wrote {count} predicted masks to {args.pred}")
@@ -88,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
             from pathlib import Path
 
             record = json.loads(Path(args.out).read_text())
-            record["model"] = {"checkpoint": str(args.ckpt), **model.stats()}
+            record["model"] = {"checkpoint": str(args.ckpt), "max_turns": model.pipeline.protocol.max_turns, **model.stats()}
             Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
         print(f"wrote {args.out}")
     return 0
