@@ -43,7 +43,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-__all__ = ["RecipeConfig", "combine_ablations", "evaluate_stage", "generate_data", "main", "query_kinds", "run_recipe", "synth_arguments"]
+__all__ = ["RecipeConfig", "combine_ablations", "evaluate_scripted_turns", "evaluate_stage", "generate_data", "main", "query_kinds", "run_recipe", "synth_arguments"]
 
 QUERY_TYPES = ("referring", "temporal", "spatial")
 STAGES = ("untrained", "sft", "grpo")
@@ -57,8 +57,19 @@ class RecipeConfig:
 
     - **Frames 8-12, side 48-64 px, 2-3 objects.** Temporal and spatial queries need several frames (an
       object stops, leaves, appears later), so videos keep 8-12 frames; fewer objects than the library default
-      (2-4) keep every query answerable from the 10 turn-0 frames of the RL protocol. 48-64 px is enough for
-      the shapes to stay distinct after JPEG and SAM2's 256 px resize, and keeps frame reading cheap.
+      (2-4) keep the queries few-step. 48-64 px is enough for the shapes to stay distinct after JPEG and SAM2's
+      resize, and keeps frame reading cheap.
+    - **Turn 0 shows 4 low-resolution and 2 high-resolution frames** (``turn0_frames``; the RL preset's 10 + 5
+      are kept for everything else). The released budgets are sized for videos of hundreds of frames, of which
+      turn 0 sees a small share; with 10 + 5 frames a 12-frame video is shown whole at turn 0, at a resolution
+      above its own, and a follow-up turn can show nothing new, so multi-turn could not matter by construction.
+      With 4 + 2 (4 distinct frames: the 2 high-resolution ones are the first and last) turn 0 sees a third to a
+      half of each video, as the released protocol does on long videos.
+    - **Adaptive traces** (``turn_plan="adaptive"``, see :mod:`videoseg_o3.data.vtscot`): a trace answers at once
+      when turn 0 shows the frame where the target is largest (the mask's anchor), and otherwise selects the
+      target's span with that keyframe, sees it at high resolution, then answers. Random 1-3-turn traces
+      (``"random"``, the library default) would teach the policy to zoom whatever the query, so it could not
+      learn when looking closer pays.
     - **Policy width:** the library's tiny Qwen3-VL (hidden 64, 2 layers, the real Qwen tokenizer). The think
       text of the synthetic traces is written from a small closed grammar (object names, frame numbers and a
       few template sentences, see ``videoseg_o3.data.vtscot``), so a 2-layer LM of width 64 can fit it while
@@ -89,6 +100,9 @@ class RecipeConfig:
     objects: tuple[int, int] = (2, 3)
     queries_per_video: int = 3
     think_style: str = "terse"
+    turn_plan: str = "adaptive"
+    turn0_frames: tuple[int, int] = (4, 2)
+    """Low- and high-resolution frames of the first user turn (the RL preset's 10 and 5 otherwise)."""
     data_seed: int = 0
     sam_image_size: int = 128
     sam_hydra_overrides: tuple[str, ...] = (
@@ -150,7 +164,16 @@ def _synth_config(cfg: RecipeConfig) -> Any:
     from videoseg_o3.data.synthetic import SynthConfig
 
     return SynthConfig(frames=tuple(cfg.frames), size=tuple(cfg.size), objects=tuple(cfg.objects),
-                       queries_per_video=cfg.queries_per_video, think_style=cfg.think_style)
+                       queries_per_video=cfg.queries_per_video, think_style=cfg.think_style, turn_plan=cfg.turn_plan)
+
+
+def recipe_protocol(cfg: RecipeConfig, max_turns: int | None = None) -> Any:
+    """The dialogue protocol of every stage: the RL preset with the recipe's turn-0 frame counts."""
+    from videoseg_o3.protocol import ProtocolConfig
+
+    return dataclasses.replace(ProtocolConfig.preset("rl"), turn0_temporal_frames=cfg.turn0_frames[0],
+                               turn0_spatial_frames=cfg.turn0_frames[1],
+                               max_turns=cfg.max_turns if max_turns is None else max_turns)
 
 
 def synth_arguments(cfg: RecipeConfig, split: str, out: str, seed: int | None = None) -> list[str]:
@@ -159,24 +182,23 @@ def synth_arguments(cfg: RecipeConfig, split: str, out: str, seed: int | None = 
     return ["--out", out, "--split", split, "--videos", str(videos), "--seed", str(cfg.data_seed if seed is None else seed),
             "--frames", f"{cfg.frames[0]}-{cfg.frames[1]}", "--size", f"{cfg.size[0]}-{cfg.size[1]}",
             "--objects", f"{cfg.objects[0]}-{cfg.objects[1]}", "--queries-per-video", str(cfg.queries_per_video),
-            "--think", cfg.think_style]
+            "--think", cfg.think_style, "--turns", cfg.turn_plan]
 
 
 def generate_data(root: Path, cfg: RecipeConfig) -> dict[str, Any]:
     """Render train / val / test into ``root/<split>``; returns the record for ``results.json``.
 
-    The VTS-CoT records are written for the trainers' RL protocol preset (what they read); frames, masks and
-    expressions equal what ``videoseg-o3 synth`` writes with the recorded arguments.
+    The VTS-CoT records are written for the recipe's protocol (:func:`recipe_protocol`, what the trainers read);
+    frames, masks and expressions equal what ``videoseg-o3 synth`` writes with the recorded arguments.
     """
     from videoseg_o3.data.synthetic import generate_split
-    from videoseg_o3.protocol import ProtocolConfig
 
     synth = _synth_config(cfg)
     info = {}
     for split, videos in (("train", cfg.train_videos), ("val", cfg.val_videos), ("test", cfg.test_videos)):
         if not (root / split / "synth_info.json").is_file():
             generate_split(root / split, videos, seed=cfg.data_seed, split=split, cfg=synth,
-                           protocol=ProtocolConfig.preset("rl"))
+                           protocol=recipe_protocol(cfg))
         info[split] = json.loads((root / split / "synth_info.json").read_text())
     return {
         "command": "videoseg-o3 synth " + " ".join(synth_arguments(cfg, "test", "OUT")),
@@ -221,7 +243,6 @@ def build_init(path: Path, data: Path, cfg: RecipeConfig, *, log: Any = print) -
     from training.sam_warmup import SamWarmupConfig, warm_up
     from videoseg_o3.agent.generation import GenerationConfig
     from videoseg_o3.checkpoint import save_checkpoint
-    from videoseg_o3.protocol import ProtocolConfig
     from videoseg_o3.segmenter import Sam2Segmenter
 
     class _Start:
@@ -237,8 +258,7 @@ def build_init(path: Path, data: Path, cfg: RecipeConfig, *, log: Any = print) -
                       on_step=lambda s, m: log(f"sam warm-up step {s}: loss {m['loss']:.4f} prompted-frame iou "
                                                f"{m['anchor_iou']:.3f} tracked iou {m['tracked_iou']:.3f}")
                       if s % every == 0 else None)
-    protocol = dataclasses.replace(ProtocolConfig.preset("rl"), max_turns=cfg.max_turns)
-    save_checkpoint(path, policy, segmenter, protocol, GenerationConfig(max_new_tokens=cfg.max_new_tokens), overwrite=True)
+    save_checkpoint(path, policy, segmenter, recipe_protocol(cfg), GenerationConfig(max_new_tokens=cfg.max_new_tokens), overwrite=True)
     return summary
 
 
@@ -249,7 +269,8 @@ def run_sft(out: Path, init: Path, data: Path, cfg: RecipeConfig, seed: int) -> 
     config = SFTConfig(output_dir=str(out), data=[str(data)], init=str(init), seed=seed, max_steps=cfg.sft_steps,
                        learning_rate=cfg.sft_learning_rate, gradient_accumulation_steps=cfg.sft_grad_accum,
                        use_lora=not cfg.full_sft, train_vision_tower=cfg.full_sft, lora_r=cfg.lora_r,
-                       lora_alpha=2 * cfg.lora_r, protocol_preset="rl", report_to=["jsonl"],
+                       lora_alpha=2 * cfg.lora_r, protocol_preset="rl", turn0_temporal_frames=cfg.turn0_frames[0],
+                       turn0_spatial_frames=cfg.turn0_frames[1], report_to=["jsonl"],
                        progress=False, overwrite_output_dir=True, save_total_limit=1)
     return Path(train(config)["final"])
 
@@ -263,13 +284,15 @@ def run_grpo(out: Path, init: Path, data: Path, cfg: RecipeConfig, seed: int, *,
                         learning_rate=cfg.grpo_learning_rate, num_generations=cfg.num_generations,
                         per_device_train_batch_size=cfg.num_generations,
                         gradient_accumulation_steps=cfg.grpo_prompts_per_step, max_completion_length=cfg.max_new_tokens,
-                        max_turns=max_turns, use_calibration=calibration, protocol_preset="rl", report_to=["jsonl"],
+                        max_turns=max_turns, use_calibration=calibration, protocol_preset="rl",
+                        turn0_temporal_frames=cfg.turn0_frames[0], turn0_spatial_frames=cfg.turn0_frames[1], report_to=["jsonl"],
                         progress=False, overwrite_output_dir=True, save_total_limit=1)
     return Path(train(config)["final"])
 
 
-def _rollout_stats(ckpt: Path, split_root: Path, limit: int | None, seed: int) -> dict[str, float]:
-    """Mean of each reward term over one greedy rollout per prompt of the split."""
+def _rollout_stats(ckpt: Path, split_root: Path, limit: int | None, seed: int, protocol: Any = None) -> dict[str, float]:
+    """Mean of each reward term over one greedy rollout per prompt of the split (``protocol``: the checkpoint's
+    when None)."""
     from training.data import DataFolder, load_rl_prompts
     from training.grpo import rollout_prompt
     from training.rollout import collect_rollouts
@@ -277,7 +300,8 @@ def _rollout_stats(ckpt: Path, split_root: Path, limit: int | None, seed: int) -
     from videoseg_o3.checkpoint import load_checkpoint, read_checkpoint_config
 
     saved = read_checkpoint_config(ckpt)
-    policy, segmenter, protocol = load_checkpoint(ckpt, device=torch.device("cpu"))
+    policy, segmenter, saved_protocol = load_checkpoint(ckpt, device=torch.device("cpu"))
+    protocol = saved_protocol if protocol is None else protocol
     prompts = load_rl_prompts(DataFolder(split_root))
     if limit is not None:
         prompts = prompts[:limit]
@@ -302,8 +326,10 @@ def _rollout_stats(ckpt: Path, split_root: Path, limit: int | None, seed: int) -
 
 
 def evaluate_stage(ckpt: Path, split_root: Path, kinds: dict[tuple[str, str], str], *, limit: int | None = None,
-                   rewards: bool = True, seed: int = 0) -> dict[str, Any]:
+                   rewards: bool = True, seed: int = 0, protocol: Any = None) -> dict[str, Any]:
     """Score a checkpoint on a split: J&F, J, F overall and by query kind, turns, well-formed share, rewards.
+
+    ``protocol`` overrides the checkpoint's own (the untrained stage may come from elsewhere, ``--init``).
 
     ``jf`` is the mean over expressions of (J + F) / 2 (MeViS-style aggregation, so the query kinds weigh by their
     counts; ReVOS' referring/reasoning average is kept as ``jf_revos``).
@@ -315,7 +341,7 @@ def evaluate_stage(ckpt: Path, split_root: Path, kinds: dict[tuple[str, str], st
     dataset = list(load_benchmark(split_root, "revos"))
     if limit is not None:
         dataset = dataset[:limit]
-    predictor = BenchmarkPredictor(VideoSegO3.from_pretrained(ckpt, device="cpu"))
+    predictor = BenchmarkPredictor(VideoSegO3.from_pretrained(ckpt, device="cpu", protocol=protocol))
     t0 = time.perf_counter()
     result = evaluate(dataset, predictor)
     rows = result.expressions
@@ -334,8 +360,86 @@ def evaluate_stage(ckpt: Path, split_root: Path, kinds: dict[tuple[str, str], st
              "well_formed": stats["stop_reasons"].get("answer", 0) / max(1, episodes), "stop_reasons": stats["stop_reasons"],
              "eval_seconds": time.perf_counter() - t0}
     if rewards:
-        entry["rewards"] = _rollout_stats(ckpt, split_root, limit, seed)
+        entry["rewards"] = _rollout_stats(ckpt, split_root, limit, seed, protocol)
     return entry
+
+
+def evaluate_scripted_turns(ckpt: Path, split_root: Path, cfg: RecipeConfig, split: str, *,
+                            limit: int | None = None) -> dict[str, Any]:
+    """What looking closer is worth to ``ckpt``'s ``[SEG]`` and SAM2, apart from its own turn decisions.
+
+    Every expression of the split is segmented with its turns *scripted* from the ground truth (the policy writes
+    nothing; its ``[SEG]`` hidden state on the scripted text prompts SAM2, as in inference), three ways:
+
+    - ``one_turn_seen``: answer at turn 0, anchored on the turn-0 frame where the target is largest;
+    - ``one_turn_blind``: answer at turn 0, anchored on the frame where the target is largest, which turn 0 may not
+      have shown;
+    - ``look_closer``: the adaptive plan (:func:`videoseg_o3.data.vtscot.plan_adaptive_turns`): when turn 0 missed
+      that frame, select the frames around it keyed on it (seen at high resolution), then answer.
+
+    They differ only on expressions whose best frame turn 0 does not show (``differing``). ``look_closer`` minus
+    ``one_turn_blind`` is what seeing the anchor before ``[SEG]`` is worth; ``one_turn_blind`` minus
+    ``one_turn_seen`` what the better anchor is worth. J&F is the mean over expressions of (J + F) / 2, overall and
+    on the differing ones. A gap here with none between the 1- and 3-turn policies means that the policies do not
+    use the turns they have.
+
+    ``prompt_effect`` says whether SAM2 follows its prompt at all: the share of anchor-frame pixels whose mask
+    changes when the ``look_closer`` episode's ``[SEG]`` embedding is replaced by zeros (single-frame decode),
+    averaged over expressions. Near 0, the masks depend on the anchor frame only, and no choice of the policy but
+    the anchor can move J&F.
+    """
+    from videoseg_o3.agent import GenerationConfig
+    from videoseg_o3.data import load_benchmark
+    from videoseg_o3.data.synthetic import render_video, video_rng
+    from videoseg_o3.data.vtscot import plan_adaptive_turns, plan_texts
+    from videoseg_o3.evaluation import score_expression
+    from videoseg_o3.pipeline import VideoSegO3
+    from videoseg_o3.protocol import turn0_frame_indices
+
+    protocol = recipe_protocol(cfg, max_turns=max(2, cfg.max_turns))
+    # room for a whole scripted turn (a forced turn is cut at the token limit like a generated one)
+    pipeline = VideoSegO3.from_pretrained(ckpt, device="cpu", protocol=protocol,
+                                          generation=GenerationConfig(max_new_tokens=max(256, cfg.max_new_tokens)))
+    records = {r.key: r for r in load_benchmark(split_root, "revos")}
+    synth = _synth_config(cfg)
+    names = ("one_turn_seen", "one_turn_blind", "look_closer")
+    scores: dict[str, list[float]] = {name: [] for name in names}
+    differing: dict[str, list[float]] = {name: [] for name in names}
+    flipped: list[float] = []
+    count = json.loads((split_root / "synth_info.json").read_text())["videos"]
+    for index in range(count):
+        video = render_video(video_rng(cfg.data_seed, split, index), synth, f"{split}_{index:05d}")
+        for exp_id, query in enumerate(video.queries):
+            if limit is not None and len(scores["look_closer"]) >= limit:
+                break
+            record = records[(video.video_id, str(exp_id))]
+            mask = video.target_masks(query)
+            shown = sorted({i for part in turn0_frame_indices(video.num_frames, protocol) for i in part})
+            plan = plan_adaptive_turns(mask, shown, protocol.followup_temporal_frames)
+            first, last, best = plan[-1]
+            areas = mask.sum(axis=(1, 2))
+            seen = max(shown, key=lambda i: (areas[i], -i))
+            plans = {"one_turn_seen": [(first, last, seen)], "one_turn_blind": [(first, last, best)], "look_closer": plan}
+            gt = record.load_masks()
+            for name, chosen in plans.items():
+                texts = plan_texts(video, query, chosen, cfg.think_style, adaptive=True)
+                result = pipeline.segment(record.open_video(), record.expression, forced_turns=texts)
+                if result.anchor_frame != chosen[0][2]:
+                    raise RuntimeError(f"Scripted episode anchored on frame {result.anchor_frame}, not {chosen[0][2]}.")
+                j, f, _, _ = score_expression(result.masks.cpu().numpy().astype(bool), gt)
+                scores[name].append((j + f) / 2)
+                if len(plan) > 1:
+                    differing[name].append((j + f) / 2)
+            embedding = result.trajectory.final_seg_embedding.reshape(1, -1).float()
+            frame = record.open_video().get_frames([result.anchor_frame])
+            with torch.no_grad():
+                prompted = pipeline.segmenter.decode_frames(frame, embedding).masks()
+                unprompted = pipeline.segmenter.decode_frames(frame, torch.zeros_like(embedding)).masks()
+            flipped.append(float((prompted != unprompted).float().mean()))
+    return {"jf": {k: float(np.mean(v)) for k, v in scores.items()},
+            "jf_differing": {k: float(np.mean(v)) if v else None for k, v in differing.items()},
+            "expressions": len(scores["look_closer"]), "differing": len(differing["look_closer"]),
+            "prompt_effect": float(np.mean(flipped))}
 
 
 def showcase(ckpt: Path, split_root: Path, out: Path, kinds: dict[tuple[str, str], str]) -> dict[str, Any]:
@@ -506,14 +610,15 @@ def run_recipe(out: str | Path, cfg: RecipeConfig, *, seeds: Sequence[int] = (0,
         record["sam_warmup"] = build_init(start, data / "train", cfg, log=log)
     _write_json(results_path, record)
 
-    def stage_eval(ckpt: Path, seed: int, with_val: bool) -> dict[str, Any]:
-        entry = evaluate_stage(ckpt, data / "test", kinds["test"], limit=limit, seed=seed)
+    def stage_eval(ckpt: Path, seed: int, with_val: bool, protocol: Any = None) -> dict[str, Any]:
+        entry = evaluate_stage(ckpt, data / "test", kinds["test"], limit=limit, seed=seed, protocol=protocol)
         if with_val and cfg.eval_val:
-            entry["val"] = evaluate_stage(ckpt, data / "val", kinds["val"], limit=limit, rewards=False, seed=seed)
+            entry["val"] = evaluate_stage(ckpt, data / "val", kinds["val"], limit=limit, rewards=False, seed=seed,
+                                          protocol=protocol)
         return entry
 
     log("[recipe] evaluating the untrained stage")
-    untrained = stage_eval(start, seeds[0], True)
+    untrained = stage_eval(start, seeds[0], True, recipe_protocol(cfg))
     record["stages"] = {"untrained": untrained}
     _write_json(results_path, record)  # partial results after every stage: a long run can be read while it goes
     variants = [(cfg.max_turns, cfg.use_calibration)]
@@ -530,6 +635,7 @@ def run_recipe(out: str | Path, cfg: RecipeConfig, *, seeds: Sequence[int] = (0,
             log(f"[recipe] seed {seed}: SFT checkpoint {sft} (SFT skipped)")
             sft_final = Path(sft)
         stages = {"untrained": untrained, "sft": stage_eval(sft_final, seed, True)}
+        stages["sft"]["scripted_turns"] = evaluate_scripted_turns(sft_final, data / "test", cfg, "test", limit=limit)
         if index == 0:
             record["stages"] = stages
             _write_json(results_path, record)
@@ -541,6 +647,7 @@ def run_recipe(out: str | Path, cfg: RecipeConfig, *, seeds: Sequence[int] = (0,
             final = run_grpo(run_dir, sft_final, data / "train", cfg, seed, max_turns=turns, calibration=calibration)
             entry = stage_eval(final, seed, True)
             if main_variant:
+                entry["scripted_turns"] = evaluate_scripted_turns(final, data / "test", cfg, "test", limit=limit)
                 stages["grpo"] = entry
                 if index == 0:
                     _write_json(results_path, record)
@@ -588,6 +695,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sft", default=None, help="Skip SFT and run GRPO from this SFT checkpoint (one seed; trained "
                         "from --init on the same data).")
     parser.add_argument("--eval_limit", type=int, default=None, help="Score only the first N expressions of each split.")
+    parser.add_argument("--turn0_frames", type=int, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                        help="Low- and high-resolution frames of the first user turn (default 4 2; the RL preset's 10 5 "
+                             "show these short videos whole at turn 0).")
+    parser.add_argument("--turn_plan", choices=("adaptive", "random"), default=None,
+                        help="Turns of the SFT traces: adaptive (look closer only when turn 0 misses the keyframe; "
+                             "default) or random (1-3 turns whatever the query).")
     for name in ("warmup_steps", "sft_steps", "grpo_steps"):
         parser.add_argument(f"--{name}", type=int, default=None, help=f"Override the preset's {name}.")
     for name in ("sft_learning_rate", "grpo_learning_rate"):
@@ -622,6 +735,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not (math.isfinite(value) and value > 0):
                 raise SystemExit(f"error: Invalid --{name} ({value}). Use a positive number.")
             changes[name] = value
+    if args.turn0_frames is not None:
+        if min(args.turn0_frames) < 0 or sum(args.turn0_frames) == 0:
+            raise SystemExit(f"error: Invalid --turn0_frames {args.turn0_frames}. Use two counts >= 0, not both 0.")
+        changes["turn0_frames"] = tuple(args.turn0_frames)
+    if args.turn_plan is not None:
+        changes["turn_plan"] = args.turn_plan
     cfg = dataclasses.replace(cfg, **changes)
     try:
         run_recipe(args.out, cfg, seeds=args.seeds, ablations=args.ablations, init=args.init, sft=args.sft)

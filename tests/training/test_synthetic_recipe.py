@@ -161,6 +161,24 @@ def test_smoke_recipe_end_to_end(tmp_path) -> None:
     assert results["ablations"]["chosen_on_val"] is not None
     loaded = {stage: VideoSegO3.from_pretrained(out / stage / "final", device="cpu") for stage in ("sft", "grpo")}
     assert loaded["grpo"].protocol.max_turns == 2  # the smoke preset's GRPO turns, saved with the checkpoint
+    for stage in ("sft", "grpo"):  # the recipe's turn-0 budget (4 + 2 frames), not the RL preset's 10 + 5
+        assert (loaded[stage].protocol.turn0_temporal_frames, loaded[stage].protocol.turn0_spatial_frames) == (4, 2)
+    # scripted turns: the variants differ only where turn 0 misses the best frame (turn-0 frames by hand: 4 spread
+    # evenly with both ends, plus the first and last)
+    differing = 0
+    for record in load_benchmark(out / "data" / "test", "revos"):
+        areas = record.load_masks().sum(axis=(1, 2))
+        differing += int(np.argmax(areas)) not in set(np.linspace(0, len(areas) - 1, 4).astype(int).tolist())
+    for stage in ("sft", "grpo"):
+        scripted = results["stages"][stage]["scripted_turns"]
+        assert scripted["expressions"] == len(load_benchmark(out / "data" / "test", "revos"))
+        assert scripted["differing"] == differing
+        assert 0.0 <= scripted["prompt_effect"] <= 1.0
+        for name in ("one_turn_seen", "one_turn_blind", "look_closer"):
+            assert 0.0 <= scripted["jf"][name] <= 1.0
+            if differing:
+                gap_all = (scripted["jf"][name] - scripted["jf"]["one_turn_seen"]) * scripted["expressions"]
+                assert gap_all == pytest.approx((scripted["jf_differing"][name] - scripted["jf_differing"]["one_turn_seen"]) * differing)
     assert (out / "grpo_turns1_calon" / "final" / "videoseg_o3.json").is_file()
     for name in ("jf_per_stage.png", "reward_per_stage.png"):
         assert (out / "plots" / name).stat().st_size > 0
@@ -195,6 +213,16 @@ def test_cli_rejects_non_positive_sizes(tmp_path, flag) -> None:
 
     with pytest.raises(SystemExit, match=f"Invalid {flag} \\(0\\)"):
         main(["--out", str(tmp_path / "run"), "--smoke", flag, "0"])
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("value", [["0", "0"], ["-1", "2"]])
+def test_cli_rejects_bad_turn0_frames(tmp_path, value) -> None:
+    """Guards --turn0_frames: a negative count or no frame at all stops before any work with an error naming the flag."""
+    from training.synthetic_recipe import main
+
+    with pytest.raises(SystemExit, match="Invalid --turn0_frames"):
+        main(["--out", str(tmp_path / "run"), "--smoke", "--turn0_frames", *value])
     assert not (tmp_path / "run").exists()
 
 
