@@ -56,6 +56,7 @@ __all__ = [
     "plan_adaptive_turns",
     "plan_texts",
     "plan_turns",
+    "turn0_shown_frames",
     "record_dialogue",
     "region_name",
 ]
@@ -114,6 +115,13 @@ def plan_turns(mask: np.ndarray, num_turns: int, rng: np.random.Generator) -> li
 
 TURN_PLANS = ("random", "adaptive")
 """How a synthetic trace's number of turns is chosen (see the module docstring)."""
+
+
+def turn0_shown_frames(num_frames: int, protocol: "ProtocolConfig") -> list[int]:
+    """Sorted frame indices the first user turn shows, low and high resolution together."""
+    from videoseg_o3.protocol import turn0_frame_indices
+
+    return sorted({int(i) for part in turn0_frame_indices(num_frames, protocol) for i in part})
 
 
 def plan_adaptive_turns(mask: np.ndarray, shown: Sequence[int], window: int) -> list[tuple[int, int, int]]:
@@ -247,8 +255,7 @@ def build_sft_record(
     mask = video.target_masks(query)
     num_frames = video.num_frames
     if turn_plan == "adaptive":
-        shown = [i for part in turn0_frame_indices(num_frames, cfg) for i in part]
-        plan = plan_adaptive_turns(mask, shown, cfg.followup_temporal_frames)
+        plan = plan_adaptive_turns(mask, turn0_shown_frames(num_frames, cfg), cfg.followup_temporal_frames)
     else:
         weights = np.asarray(turn_weights, dtype=np.float64)
         plan = plan_turns(mask, 1 + int(rng.choice(3, p=weights / weights.sum())), rng)
