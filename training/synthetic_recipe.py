@@ -43,7 +43,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-__all__ = ["RecipeConfig", "combine_ablations", "evaluate_scripted_turns", "evaluate_stage", "generate_data", "main", "query_kinds", "run_recipe", "synth_arguments"]
+__all__ = ["RecipeConfig", "combine_ablations", "evaluate_scripted_turns", "evaluate_stage", "scripted_plans", "generate_data", "main", "query_kinds", "run_recipe", "synth_arguments"]
 
 QUERY_TYPES = ("referring", "temporal", "spatial")
 STAGES = ("untrained", "sft", "grpo")
@@ -364,6 +364,18 @@ def evaluate_stage(ckpt: Path, split_root: Path, kinds: dict[tuple[str, str], st
     return entry
 
 
+def scripted_plans(mask: np.ndarray, shown: Sequence[int], window: int) -> dict[str, list[tuple[int, int, int]]]:
+    """The turns of :func:`evaluate_scripted_turns`'s three variants for a ``(T, H, W)`` target mask, ``shown`` the
+    turn-0 frames and ``window`` the follow-up's frame count: ``(start, end, keyframe)`` per turn."""
+    from videoseg_o3.data.vtscot import plan_adaptive_turns
+
+    plan = plan_adaptive_turns(mask, shown, window)
+    first, last, best = plan[-1]
+    areas = mask.sum(axis=(1, 2))
+    seen = max(shown, key=lambda i: (areas[i], -i))
+    return {"one_turn_seen": [(first, last, seen)], "one_turn_blind": [(first, last, best)], "look_closer": plan}
+
+
 def evaluate_scripted_turns(ckpt: Path, split_root: Path, cfg: RecipeConfig, split: str, *,
                             limit: int | None = None) -> dict[str, Any]:
     """What looking closer is worth to ``ckpt``'s ``[SEG]`` and SAM2, apart from its own turn decisions.
@@ -391,7 +403,7 @@ def evaluate_scripted_turns(ckpt: Path, split_root: Path, cfg: RecipeConfig, spl
     from videoseg_o3.agent import GenerationConfig
     from videoseg_o3.data import load_benchmark
     from videoseg_o3.data.synthetic import render_video, video_rng
-    from videoseg_o3.data.vtscot import plan_adaptive_turns, plan_texts, turn0_shown_frames
+    from videoseg_o3.data.vtscot import plan_texts, turn0_shown_frames
     from videoseg_o3.evaluation import score_expression
     from videoseg_o3.pipeline import VideoSegO3
 
@@ -414,11 +426,8 @@ def evaluate_scripted_turns(ckpt: Path, split_root: Path, cfg: RecipeConfig, spl
             record = records[(video.video_id, str(exp_id))]
             mask = video.target_masks(query)
             shown = turn0_shown_frames(video.num_frames, protocol)
-            plan = plan_adaptive_turns(mask, shown, protocol.followup_temporal_frames)
-            first, last, best = plan[-1]
-            areas = mask.sum(axis=(1, 2))
-            seen = max(shown, key=lambda i: (areas[i], -i))
-            plans = {"one_turn_seen": [(first, last, seen)], "one_turn_blind": [(first, last, best)], "look_closer": plan}
+            plans = scripted_plans(mask, shown, protocol.followup_temporal_frames)
+            plan = plans["look_closer"]
             gt = record.load_masks()
             runs: dict[tuple, tuple[float, Any]] = {}  # a plan shared by several variants is segmented once
             for name, chosen in plans.items():

@@ -216,6 +216,20 @@ def test_cli_rejects_non_positive_sizes(tmp_path, flag) -> None:
     assert not (tmp_path / "run").exists()
 
 
+def test_scripted_plans_hand_worked() -> None:
+    """Guards the scripted-turn variants: target in frames 1-3, largest at 2, smaller at 3; turn 0 shows 0, 3, 5.
+    Seen: anchored on 3 (the best shown); blind: on 2 unseen; look closer: select 1-3 keyed on 2, then answer.
+    When turn 0 shows frame 2, all three are the same one-turn plan."""
+    from training.synthetic_recipe import scripted_plans
+
+    mask = np.zeros((6, 4, 4), dtype=bool)
+    mask[1, 0, 0] = mask[3, 0, :2] = True
+    mask[2, :2, :2] = True
+    assert scripted_plans(mask, [0, 3, 5], 3) == {"one_turn_seen": [(1, 3, 3)], "one_turn_blind": [(1, 3, 2)],
+                                                  "look_closer": [(1, 3, 2), (1, 3, 2)]}
+    assert set(map(tuple, scripted_plans(mask, [0, 2, 5], 3).values())) == {((1, 3, 2),)}
+
+
 @pytest.mark.parametrize("value", [["0", "0"], ["-1", "2"]])
 def test_cli_rejects_bad_turn0_frames(tmp_path, value) -> None:
     """Guards --turn0_frames: a negative count or no frame at all stops before any work with an error naming the flag."""
