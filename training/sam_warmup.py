@@ -3,14 +3,25 @@
 Real users start from a pretrained SAM2 (``SegmenterConfig.checkpoint``, or a released checkpoint) and never need
 this. The embedded tiny model, however, is random: its decoder cannot segment and its memory cannot track, so a
 ``[SEG]``-prompted decoder trained on top of it (SFT trains only the decoder) has nothing to build on and every
-propagated mask is empty. This step trains SAM2 the way SAM2 itself is trained on video, on short clips: the
-first frame of a clip is prompted, the following frames are tracked through the memory encoder and memory
-attention (sam2's own ``track_step``, so exactly the computation of inference), and every frame's mask is
-supervised. The prompt does not depend on the policy: the prompt encoder's positive-point embedding at a point
-inside the object on the prompted frame, passed as the one extra sparse token that ``[SEG]`` embeddings are
-(after the padding point), and re-injected on the tracked frames as inference does
+propagated mask is empty. This step trains SAM2 in the order SAM2 itself was trained, images first, then video:
+
+1. **Image stage** (``image_steps``): single frames. Every object visible on the frame is prompted at once, as a
+   batch of objects, each supervised with its own mask, so that only a decoder that follows its prompt can lower
+   the loss: one that ignores the prompt gives every object the same mask and pays for it on all but one. This is
+   the stage that teaches the decoder to follow its prompt, and it needs a low learning rate (see
+   :class:`SamWarmupConfig`). Before it existed, the warm-up prompted one object per clip; a decoder that segments
+   "the object-like things in the frame" lowered that loss almost as well, and that is what it learned: the
+   prompt moved its logits by 1e-3 of their size, so no ``[SEG]`` embedding could later choose the object.
+2. **Video stage** (``steps``): short clips. The first frame of a clip is prompted (every object visible on it,
+   as above), the following frames are tracked through the memory encoder and memory attention (sam2's own
+   ``track_step``, so exactly the computation of inference), and every frame's mask is supervised.
+
+The prompt does not depend on the policy: the prompt encoder's positive-point embedding at a point inside the
+object on the prompted frame, passed as the one extra sparse token that ``[SEG]`` embeddings are (after the
+padding point), and re-injected on the tracked frames as inference does
 (``Sam2Segmenter.propagate(reinject_prompt=True)``). The prompted frame is exactly the single-frame path that
-``Sam2Segmenter.decode_features`` runs, which SFT, GRPO and the rewards use.
+``Sam2Segmenter.decode_features`` runs, which SFT, GRPO and the rewards use. :func:`prompt_following` measures
+the result: IoU with the prompted object against IoU with the other objects of the frame.
 
 Trained: prompt encoder, mask decoder, memory encoder, memory attention, the image encoder's neck and SAM2's
 free embeddings; the image encoder's trunk too when ``train_trunk`` is set (slower; random trunk features
@@ -24,6 +35,7 @@ is visible (it drives sam2's occlusion handling of object pointers); averaged ov
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -33,7 +45,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-__all__ = ["SamWarmupConfig", "clip_frames", "object_points", "point_prompts", "track_clip", "tracking_loss", "warm_up"]
+__all__ = ["SamWarmupConfig", "VideoObjects", "clip_frames", "draw_objects", "object_points", "point_prompts",
+           "prompt_following", "track_clip", "tracking_loss", "video_objects", "warm_up"]
 
 
 @dataclass
@@ -41,31 +54,49 @@ class SamWarmupConfig:
     """Settings of :func:`warm_up`.
 
     Attributes:
-        steps: optimizer steps (one clip per step).
+        image_steps: optimizer steps of the image stage, run first: single frames, every visible object prompted,
+            no tracking (see the module docstring).
+        images_per_step: frames per image-stage step.
+        image_learning_rate: the image stage's constant AdamW learning rate. Low on purpose: at 5e-4 and above
+            the decoder settles within a few hundred steps on the prompt-blind answer (the same mask, the union of
+            the objects, whatever the prompt), and stays there; at 1e-4 it leaves that plateau after about 400
+            steps and follows its prompt, on held-out videos too.
+        steps: optimizer steps of the video stage (one clip per step, cosine-decayed ``learning_rate``).
         frames_per_step: frames per clip: the prompted frame and the ``frames_per_step - 1`` frames tracked after
             it (fewer at the video's ends).
         train_trunk: also train the image encoder's trunk (else only its neck).
-        learning_rate: AdamW learning rate; 3e-4 is a usual from-scratch rate for a small ViT/ConvNet.
+        learning_rate: the video stage's peak AdamW learning rate; above 1e-4 it loosens the prompt-following of
+            the image stage.
         weight_decay: AdamW weight decay.
         bce_weight, dice_weight: the mask loss weights (the SFT recipe's 2.0 / 0.5).
+        prompt_all_objects: prompt every object visible on the clip's first frame in one step (see the module
+            docstring); off, one of them, drawn at random (the decoder then learns to ignore its prompt).
         seed: data order.
     """
 
+    image_steps: int = 800
+    images_per_step: int = 2
+    image_learning_rate: float = 1e-4
     steps: int = 300
     frames_per_step: int = 4
     train_trunk: bool = False
-    learning_rate: float = 3e-4
+    learning_rate: float = 1e-4
     weight_decay: float = 0.01
     bce_weight: float = 2.0
     dice_weight: float = 0.5
+    prompt_all_objects: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.frames_per_step < 1:
-            raise ValueError(f"Invalid warm-up size (steps={self.steps}, frames_per_step={self.frames_per_step}). "
-                             "Both must be >= 1.")
-        if self.learning_rate <= 0:
-            raise ValueError(f"Invalid learning_rate ({self.learning_rate}). Use a value > 0, e.g. 3e-4.")
+        if self.steps < 0 or self.image_steps < 0 or self.steps + self.image_steps < 1:
+            raise ValueError(f"Invalid warm-up length (image_steps={self.image_steps}, steps={self.steps}). Both "
+                             "must be >= 0, and one of them >= 1.")
+        if self.frames_per_step < 1 or self.images_per_step < 1:
+            raise ValueError(f"Invalid warm-up batch (frames_per_step={self.frames_per_step}, images_per_step="
+                             f"{self.images_per_step}). Both must be >= 1.")
+        if self.learning_rate <= 0 or self.image_learning_rate <= 0:
+            raise ValueError(f"Invalid learning rate (learning_rate={self.learning_rate}, image_learning_rate="
+                             f"{self.image_learning_rate}). Use values > 0, e.g. 3e-4 and 1e-4.")
 
 
 def object_points(masks: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -143,79 +174,88 @@ def track_clip(segmenter: Any, frames: np.ndarray | torch.Tensor, token: torch.T
     """Prompt ``order[0]`` with ``token`` and track through ``order[1:]`` with sam2's ``track_step``, differentiably.
 
     This is the computation of :meth:`videoseg_o3.segmenter.Sam2Segmenter.propagate` (with the prompt re-injected
-    on tracked frames) for one pass, kept on the autograd graph.
+    on tracked frames) for one pass, kept on the autograd graph. Several objects are tracked as one batch, as
+    sam2's video predictor does: the frames are encoded once and their features shared by the objects.
 
     Args:
         frames: uint8 ``(len(order), H, W, 3)``, the clip's frames in ``order``.
-        token: ``(1, 256)`` prompt token (a ``[SEG]`` embedding, or a point embedding from :func:`point_prompts`).
+        token: ``(n, 256)`` prompt tokens, one per object (``[SEG]`` embeddings, or point embeddings from
+            :func:`point_prompts`).
         order: frame indices in tracking order; ``reverse``: whether that order runs backward; ``num_frames``: the
             video's length (sam2 uses it for temporal positions).
     Returns:
-        per frame of ``order``: ``{"logits": (1, S/4, S/4) float32, "object_score": (1,) float32}``.
+        per frame of ``order``: ``{"logits": (n, S/4, S/4) float32, "object_score": (n,) float32}``.
     """
     sam = segmenter.sam
     device = segmenter.device
+    token = token.reshape(-1, token.shape[-1])
+    n = int(token.shape[0])
     feats, pos, sizes = _backbone_with_grad(segmenter, torch.as_tensor(np.asarray(frames)), train_trunk)
-    padding_point = {"point_coords": torch.zeros(1, 1, 2, device=device),
-                     "point_labels": -torch.ones(1, 1, dtype=torch.int32, device=device)}
+    padding_point = {"point_coords": torch.zeros(n, 1, 2, device=device),
+                     "point_labels": -torch.ones(n, 1, dtype=torch.int32, device=device)}
     memory: dict[str, dict[int, Any]] = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
     outputs = []
     for i, frame in enumerate(int(f) for f in order):
         sam._active_seg_prompt = token  # the predictor's prompt-encoder hook appends it, as in propagation
         try:
             out = sam.track_step(frame_idx=frame, is_init_cond_frame=i == 0,
-                                 current_vision_feats=[f[:, i:i + 1] for f in feats],
-                                 current_vision_pos_embeds=[p[:, i:i + 1] for p in pos], feat_sizes=sizes,
-                                 point_inputs=padding_point if i == 0 else None, mask_inputs=None,
+                                 current_vision_feats=[f[:, i:i + 1].expand(-1, n, -1) for f in feats],
+                                 current_vision_pos_embeds=[p[:, i:i + 1].expand(-1, n, -1) for p in pos],
+                                 feat_sizes=sizes, point_inputs=padding_point if i == 0 else None, mask_inputs=None,
                                  output_dict=memory, num_frames=num_frames, track_in_reverse=reverse,
                                  run_mem_encoder=True)
         finally:
             sam._active_seg_prompt = None
         memory["cond_frame_outputs" if i == 0 else "non_cond_frame_outputs"][frame] = out
         outputs.append({"logits": out["pred_masks"][:, 0].float(),
-                        "object_score": out["object_score_logits"].reshape(-1)[:1].float()})
+                        "object_score": out["object_score_logits"].reshape(n, -1)[:, 0].float()})
     return outputs
 
 
 def tracking_loss(segmenter: Any, frames: np.ndarray, masks: np.ndarray, order: Sequence[int], reverse: bool,
                   config: SamWarmupConfig) -> tuple[torch.Tensor, dict[str, float]]:
-    """Loss of prompting ``order[0]`` with a point on the object and tracking through ``order[1:]``
-    (:func:`track_clip`).
+    """Loss of prompting ``order[0]`` with a point on each object and tracking them through ``order[1:]``
+    (:func:`track_clip`, the objects as one batch).
 
     Args:
         frames: uint8 ``(len(order), H, W, 3)``, the clip's frames in ``order``.
-        masks: bool ``(T, H, W)``, the object's masks on every frame of the video (indexed by ``order``);
-            ``masks[order[0]]`` must be non-empty.
+        masks: bool ``(n, T, H, W)``, each object's masks on every frame of the video (indexed by ``order``), or
+            ``(T, H, W)`` for one object; every object must be visible on ``order[0]``.
         order: frame indices of the clip in tracking order; ``reverse``: whether that order runs backward.
     Returns:
-        ``(loss, {"mask_bce", "mask_dice", "object_score_bce", "iou", "anchor_iou", "tracked_iou"})``; IoUs are hard
-        IoUs at the masks' resolution (an empty prediction of an empty mask counts 1).
+        ``(loss, {"mask_bce", "mask_dice", "object_score_bce", "iou", "anchor_iou", "tracked_iou"})``: the loss is
+        the mean over objects and frames; IoUs are hard IoUs at the masks' resolution (an empty prediction of an
+        empty mask counts 1), averaged over objects.
     """
     from training.losses import sft_mask_loss
     from videoseg_o3.segmenter.model import upsample_logits
 
     order = [int(i) for i in order]
-    gt = torch.as_tensor(np.asarray(masks), dtype=torch.bool, device=segmenter.device)
-    height, width = int(gt.shape[1]), int(gt.shape[2])
-    token = point_prompts(segmenter, object_points(masks[order[0]][None]), (height, width))
-    outputs = track_clip(segmenter, frames, token, order, reverse=reverse, num_frames=int(gt.shape[0]),
+    masks = np.asarray(masks)
+    if masks.ndim == 3:
+        masks = masks[None]
+    if masks.ndim != 4:
+        raise ValueError(f"Invalid masks shape {masks.shape}: expected (objects, T, H, W) or (T, H, W).")
+    gt = torch.as_tensor(masks, dtype=torch.bool, device=segmenter.device)
+    height, width = int(gt.shape[2]), int(gt.shape[3])
+    token = point_prompts(segmenter, object_points(masks[:, order[0]]), (height, width))
+    outputs = track_clip(segmenter, frames, token, order, reverse=reverse, num_frames=int(gt.shape[1]),
                          train_trunk=config.train_trunk)
     losses, ious = [], []
     parts_sum = {"mask_bce": 0.0, "mask_dice": 0.0, "object_score_bce": 0.0}
     for frame, out in zip(order, outputs):
-        target = gt[frame:frame + 1]
+        target = gt[:, frame]
         mask_loss, parts = sft_mask_loss(out["logits"], target, bce_weight=config.bce_weight,
                                          dice_weight=config.dice_weight)
         score_bce = torch.nn.functional.binary_cross_entropy_with_logits(
-            out["object_score"], torch.full_like(out["object_score"], float(target.any())))
+            out["object_score"], target.flatten(1).any(1).float())
         losses.append(mask_loss + score_bce)
         parts_sum["mask_bce"] += parts["mask_bce"]
         parts_sum["mask_dice"] += parts["mask_dice"]
         parts_sum["object_score_bce"] += float(score_bce.detach())
         with torch.no_grad():
-            pred = upsample_logits(out["logits"].detach(), (height, width), via=segmenter.image_size)[0] > 0
-            union = int((pred | target[0]).sum())
-            ious.append(float((pred & target[0]).sum()) / union if union else 1.0)
+            pred = upsample_logits(out["logits"].detach(), (height, width), via=segmenter.image_size) > 0
+            ious.append(float(np.mean(_hard_ious(pred, target))))
     n = len(order)
     metrics = {k: v / n for k, v in parts_sum.items()}
     metrics.update(iou=float(np.mean(ious)), anchor_iou=ious[0],
@@ -223,13 +263,96 @@ def tracking_loss(segmenter: Any, frames: np.ndarray, masks: np.ndarray, order: 
     return torch.stack(losses).mean(), metrics
 
 
-def _single_object_records(root: Path) -> list[Any]:
+def _hard_ious(pred: torch.Tensor, target: torch.Tensor) -> list[float]:
+    """Per-row IoU of bool ``(n, H, W)`` masks; an empty prediction of an empty mask counts 1."""
+    inter = (pred & target).flatten(1).sum(1)
+    union = (pred | target).flatten(1).sum(1)
+    return [float(i) / float(u) if int(u) else 1.0 for i, u in zip(inter, union)]
+
+
+@dataclass
+class VideoObjects:
+    """The annotated objects of one video: ``record`` reads its frames, ``masks`` is bool ``(n, T, H, W)``."""
+
+    record: Any
+    masks: np.ndarray
+
+
+def video_objects(root: str | Path) -> list[VideoObjects]:
+    """Every video of a split (ReVOS layout) with the masks of each object some expression refers to.
+
+    An object is an annotation id (``anno_id``): those of multi-object expressions count too, each separately;
+    videos without any are left out.
+    """
+    from dataclasses import replace
+
     from videoseg_o3.data import load_benchmark
 
-    records = [r for r in load_benchmark(root, "revos") if len(r.annotation_ids) == 1]
-    if not records:
-        raise ValueError(f"Invalid warm-up data {root}: no single-object expression. Generate it with videoseg-o3 synth.")
-    return records
+    by_video: dict[str, tuple[Any, list[str]]] = {}
+    for record in load_benchmark(Path(root), "revos"):
+        _, ids = by_video.setdefault(record.video_id, (record, []))
+        ids.extend(a for a in record.annotation_ids if a not in ids)
+    videos = [VideoObjects(record, np.stack([replace(record, annotation_ids=[a]).load_masks() for a in ids]))
+              for record, ids in by_video.values() if ids]
+    if not videos:
+        raise ValueError(f"Invalid warm-up data {root}: no annotated object. Generate it with videoseg-o3 synth.")
+    return videos
+
+
+def draw_objects(masks: np.ndarray, length: int, prompt_all: bool, rng: np.random.Generator
+                 ) -> tuple[list[int], list[int], bool]:
+    """A warm-up step's clip and objects: ``(object indices, frame order, reverse)``.
+
+    The clip starts on a frame where some object is visible (:func:`clip_frames`); the objects are all those
+    visible on it (``prompt_all``), or one of them drawn at random.
+
+    Args:
+        masks: bool ``(n, T, H, W)``, one video's objects.
+    """
+    visible_on = masks.reshape(masks.shape[0], masks.shape[1], -1).any(2)  # (n, T)
+    order, reverse = clip_frames(np.flatnonzero(visible_on.any(0)), masks.shape[1], length, rng)
+    objects = [int(i) for i in np.flatnonzero(visible_on[:, order[0]])]
+    if not prompt_all:
+        objects = [objects[int(rng.integers(len(objects)))]]
+    return objects, order, reverse
+
+
+@torch.no_grad()
+def prompt_following(segmenter: Any, videos: Sequence[VideoObjects], limit: int = 32) -> dict[str, float]:
+    """Does SAM2 segment the object its prompt points at, or whatever the frame shows?
+
+    On up to ``limit`` frames where two or more objects are visible, each object is prompted with a point on it
+    (single-frame decode, the ``[SEG]`` slot as in :func:`track_clip`) and the mask is scored against the prompted
+    object's mask (``own_iou``) and against the other objects' masks (``other_iou``, mean over them). A decoder
+    that ignores its prompt scores the same on both.
+
+    Returns:
+        ``{"own_iou", "other_iou", "frames"}`` (NaNs and 0 frames when no frame has two objects).
+    """
+    from videoseg_o3.segmenter.model import upsample_logits
+
+    own, other, frames = [], [], 0
+    for video in videos:
+        masks = video.masks
+        counts = masks.reshape(masks.shape[0], masks.shape[1], -1).any(2).sum(0)
+        for frame in np.flatnonzero(counts >= 2):
+            if frames >= limit:
+                break
+            objects = np.flatnonzero(masks[:, frame].reshape(masks.shape[0], -1).any(1))
+            gt = torch.as_tensor(masks[objects, frame], device=segmenter.device)
+            height, width = gt.shape[1:]
+            token = point_prompts(segmenter, object_points(gt.cpu().numpy()), (height, width))
+            out = track_clip(segmenter, video.record.load_frames([int(frame)]), token, [int(frame)], reverse=False,
+                             num_frames=masks.shape[1])[0]
+            pred = upsample_logits(out["logits"], (height, width), via=segmenter.image_size) > 0
+            for i in range(len(objects)):
+                own.append(_hard_ious(pred[i:i + 1], gt[i:i + 1])[0])
+                other.append(float(np.mean([_hard_ious(pred[i:i + 1], gt[j:j + 1])[0]
+                                            for j in range(len(objects)) if j != i])))
+            frames += 1
+    nan = float("nan")
+    return {"own_iou": float(np.mean(own)) if own else nan, "other_iou": float(np.mean(other)) if other else nan,
+            "frames": frames}
 
 
 # Parts of SAM2 the warm-up trains besides the image encoder's neck (and its trunk when asked).
@@ -243,16 +366,17 @@ def warm_up(
     *,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
 ) -> dict[str, Any]:
-    """Train SAM2 to segment and track the single-object expressions of a split (ReVOS layout), one clip per step.
+    """Train SAM2 to segment and track the annotated objects of a split (ReVOS layout), one clip per step.
 
     Returns ``{"steps", "first_loss", "last_loss", "first_iou", "last_iou", "last_anchor_iou", "last_tracked_iou",
-    "seconds"}`` where first/last are means over the first and last ``max(1, steps // 10)`` steps. Runs the model
+    "seconds", "prompt_following"}`` where first/last are means over the first and last ``max(1, steps // 10)``
+    steps and ``prompt_following`` is :func:`prompt_following` on the split after training. Runs the model
     in eval mode (the mode propagation runs in: no dropout, inference memory stride) with gradients on, and leaves
     it in eval mode with SAM2's usual trainable set (prompt encoder + mask decoder).
     """
     from training.common import set_trainable
 
-    records = _single_object_records(Path(data_root))
+    videos = video_objects(data_root)
     rng = np.random.default_rng(config.seed)
     sam = segmenter.sam
     set_trainable(segmenter, False)
@@ -268,35 +392,54 @@ def warm_up(
         if isinstance(module, torch.nn.Module):
             set_trainable(module, True)
     params = [p for p in segmenter.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: 0.5 * (1.0 + math.cos(math.pi * min(1.0, s / max(1, config.steps)))))
     segmenter.eval()
-    history: list[dict[str, float]] = []
     t0 = time.perf_counter()
-    for step in range(config.steps):
-        record = records[int(rng.integers(len(records)))]
-        masks = record.load_masks()
-        visible = np.flatnonzero(masks.reshape(masks.shape[0], -1).any(1))
-        if visible.size == 0:
-            continue
-        order, reverse = clip_frames(visible, masks.shape[0], config.frames_per_step, rng)
-        frames = record.load_frames(order)
-        with torch.enable_grad():
-            loss, parts = tracking_loss(segmenter, frames, masks, order, reverse, config)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        scheduler.step()
-        history.append({"loss": float(loss.detach()), **parts})
-        if on_step is not None:
-            on_step(step + 1, history[-1])
+
+    def train(steps: int, learning_rate: float, cosine: bool, draw: Callable[[], list[tuple[Any, list[int], list[int], bool]]],
+              offset: int) -> list[dict[str, float]]:
+        """``steps`` AdamW steps; each averages the loss of the clips ``draw()`` returns."""
+        optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=config.weight_decay)
+        decay = (lambda s: 0.5 * (1.0 + math.cos(math.pi * min(1.0, s / max(1, steps))))) if cosine else (lambda s: 1.0)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
+        history: list[dict[str, float]] = []
+        for step in range(steps):
+            clips = draw()
+            with torch.enable_grad():
+                results = [tracking_loss(segmenter, video.record.load_frames(order), video.masks[objects], order,
+                                         reverse, config) for video, objects, order, reverse in clips]
+                loss = torch.stack([r[0] for r in results]).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            scheduler.step()
+            history.append({"loss": float(loss.detach()),
+                            **{k: float(np.nanmean([r[1][k] for r in results])) if any(
+                                math.isfinite(r[1][k]) for r in results) else float("nan") for k in results[0][1]}})
+            if on_step is not None:
+                on_step(offset + step + 1, history[-1])
+        return history
+
+    def clip() -> tuple[Any, list[int], list[int], bool]:
+        video = videos[int(rng.integers(len(videos)))]
+        objects, order, reverse = draw_objects(video.masks, config.frames_per_step, config.prompt_all_objects, rng)
+        return video, objects, order, reverse
+
+    def image() -> tuple[Any, list[int], list[int], bool]:
+        video = videos[int(rng.integers(len(videos)))]
+        objects, order, reverse = draw_objects(video.masks, 1, config.prompt_all_objects, rng)
+        return video, objects, order, reverse
+
+    image_history = train(config.image_steps, config.image_learning_rate, False,
+                          lambda: [image() for _ in range(config.images_per_step)], 0)
+    image_following = prompt_following(segmenter, videos) if config.image_steps else None
+    history = train(config.steps, config.learning_rate, True, lambda: [clip()], config.image_steps)
     set_trainable(segmenter, False)
     set_trainable(sam.sam_prompt_encoder, True)
     set_trainable(sam.sam_mask_decoder, True)
     segmenter.eval()
     k = max(1, len(history) // 10)
+    k_image = max(1, len(image_history) // 10)
 
     def mean(key: str, rows: list[dict[str, float]]) -> float:
         values = [r[key] for r in rows if math.isfinite(r[key])]
@@ -305,7 +448,10 @@ def warm_up(
     return {"steps": len(history), "first_loss": mean("loss", history[:k]), "last_loss": mean("loss", history[-k:]),
             "first_iou": mean("iou", history[:k]), "last_iou": mean("iou", history[-k:]),
             "last_anchor_iou": mean("anchor_iou", history[-k:]), "last_tracked_iou": mean("tracked_iou", history[-k:]),
-            "seconds": time.perf_counter() - t0}
+            "image_steps": len(image_history),
+            "image_last_loss": mean("loss", image_history[-k_image:]) if image_history else float("nan"),
+            "image_prompt_following": image_following,
+            "seconds": time.perf_counter() - t0, "prompt_following": prompt_following(segmenter, videos)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -323,16 +469,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="Checkpoint directory to write.")
     parser.add_argument("--steps", type=int, default=SamWarmupConfig.steps)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--one-object", action="store_true",
+                        help="Prompt one object per step instead of every visible one (the decoder then learns to "
+                             "ignore its prompt; kept to show that).")
     args = parser.parse_args(argv)
 
     class _Start:
         init = None
 
     policy, segmenter, _ = load_start_models(_Start(), torch.device("cpu"))
-    summary = warm_up(segmenter, args.data, SamWarmupConfig(steps=args.steps, seed=args.seed))
+    summary = warm_up(segmenter, args.data, SamWarmupConfig(steps=args.steps, seed=args.seed,
+                                                           prompt_all_objects=not args.one_object))
     save_checkpoint(args.out, policy, segmenter, ProtocolConfig.preset("rl"), GenerationConfig(max_new_tokens=32),
                     overwrite=True)
-    print({k: round(v, 4) for k, v in summary.items()})
+    print(json.dumps(summary, indent=1))
     return 0
 
 

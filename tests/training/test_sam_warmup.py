@@ -153,9 +153,111 @@ def test_warm_up_on_synthetic_split_leaves_the_usual_trainable_set(tmp_path) -> 
     generate_split(tmp_path / "train", 2, seed=0, cfg=SynthConfig(frames=(4, 4), size=(40, 40)), records=False)
     torch.manual_seed(0)
     segmenter = Sam2Segmenter.from_config(SegmenterConfig(**TINY_SEGMENTER), device="cpu")
-    summary = warm_up(segmenter, tmp_path / "train", SamWarmupConfig(steps=2, frames_per_step=2))
-    assert summary["steps"] == 2 and np.isfinite(summary["last_loss"])
+    summary = warm_up(segmenter, tmp_path / "train", SamWarmupConfig(image_steps=3, steps=2, frames_per_step=2))
+    assert summary["image_steps"] == 3 and summary["steps"] == 2 and np.isfinite(summary["last_loss"])
+    assert np.isfinite(summary["image_last_loss"])
+    assert set(summary["prompt_following"]) == {"own_iou", "other_iou", "frames"}
     assert not any(p.requires_grad for p in segmenter.sam.image_encoder.parameters())
     assert not any(p.requires_grad for p in segmenter.sam.memory_attention.parameters())
     assert all(p.requires_grad for p in segmenter.sam.sam_mask_decoder.parameters())
     assert not segmenter.training
+
+
+@pytest.mark.slow
+def test_objects_tracked_as_a_batch_match_each_tracked_alone() -> None:
+    """Guards the batched warm-up step: two objects prompted and tracked together give, per object, the logits and
+    object scores of tracking that object alone (the single-object path is checked against inference above).
+    Fails if the batch shared one object's memory, prompt or padding point with the other."""
+    from training.sam_warmup import point_prompts, track_clip
+
+    segmenter = _tiny_segmenter()
+    video, _ = _moving_disc_clip(3)
+    tokens = point_prompts(segmenter, torch.tensor([[16.0, 30.0], [50.0, 8.0]]), (64, 64)).detach()
+    with torch.no_grad():
+        together = track_clip(segmenter, video, tokens, [0, 1, 2], reverse=False, num_frames=3)
+        alone = [track_clip(segmenter, video, tokens[i:i + 1], [0, 1, 2], reverse=False, num_frames=3)
+                 for i in range(2)]
+    assert not torch.allclose(alone[0][0]["logits"], alone[1][0]["logits"], atol=1e-3), "the two prompts must differ"
+    for frame in range(3):
+        for i in range(2):
+            torch.testing.assert_close(together[frame]["logits"][i:i + 1], alone[i][frame]["logits"],
+                                       rtol=1e-3, atol=1e-3)
+            torch.testing.assert_close(together[frame]["object_score"][i:i + 1], alone[i][frame]["object_score"],
+                                       rtol=1e-3, atol=1e-3)
+
+
+def test_draw_objects_prompts_every_object_visible_on_the_first_frame() -> None:
+    """Guards which objects a step prompts, on a hand-made video: object 0 is on frames 0-3, object 1 on frames 2-5
+    and object 2 nowhere. A clip starting on frame 2 or 3 prompts objects 0 and 1, one starting on 0-1 object 0
+    only, on 4-5 object 1 only; object 2 is never prompted; with ``prompt_all`` off exactly one visible object."""
+    from training.sam_warmup import draw_objects
+
+    masks = np.zeros((3, 6, 4, 4), dtype=bool)
+    masks[0, 0:4, 1, 1] = True
+    masks[1, 2:6, 2, 2] = True
+    expected = {0: [0], 1: [0], 2: [0, 1], 3: [0, 1], 4: [1], 5: [1]}
+    rng = np.random.default_rng(0)
+    starts = set()
+    for _ in range(200):
+        objects, order, _ = draw_objects(masks, 3, True, rng)
+        starts.add(order[0])
+        assert objects == expected[order[0]]
+        one, order, _ = draw_objects(masks, 3, False, rng)
+        assert len(one) == 1 and one[0] in expected[order[0]]
+    assert starts == set(range(6))
+
+
+def test_video_objects_are_the_generated_objects(tmp_path) -> None:
+    """Guards the warm-up's data: for each generated video, the objects read back from the ReVOS layout are
+    exactly the masks the generator drew for the objects its expressions refer to (compared with a fresh render of
+    the same videos, not with the reader)."""
+    from training.sam_warmup import video_objects
+    from videoseg_o3.data.synthetic import SynthConfig, generate_split, render_video, video_rng
+
+    cfg = SynthConfig(frames=(6, 6), size=(40, 40))
+    generate_split(tmp_path / "train", 3, seed=5, cfg=cfg, records=False)
+    videos = {v.record.video_id: v.masks for v in video_objects(tmp_path / "train")}
+    assert len(videos) == 3
+    for index in range(3):
+        video = render_video(video_rng(5, "train", index), cfg, f"train_{index:05d}")
+        referred = sorted({t for q in video.queries for t in q.targets})
+        expected = np.stack([video.object(t).visible for t in referred])
+        read = videos[video.video_id]
+        assert read.shape == expected.shape
+        # the reader's order follows the expressions; compare as a set of masks
+        assert sorted(m.tobytes() for m in read) == sorted(m.tobytes() for m in expected)
+
+
+def test_prompt_following_scores_own_and_other_objects(monkeypatch) -> None:
+    """Guards the prompt-following probe's bookkeeping with two stand-in decoders on a hand-made frame holding two
+    disjoint squares: one that returns the prompted object's mask scores own IoU 1 and other IoU 0; one that
+    returns the union whatever the prompt scores 0.5 on both (each square is half the union)."""
+    import training.sam_warmup as warmup
+    from training.sam_warmup import VideoObjects, prompt_following
+
+    masks = np.zeros((2, 1, 8, 8), dtype=bool)
+    masks[0, 0, 0:4, 0:4] = True
+    masks[1, 0, 4:8, 4:8] = True
+
+    class _Record:
+        video_id = "v"
+
+        def load_frames(self, indices):
+            return np.zeros((len(indices), 8, 8, 3), dtype=np.uint8)
+
+    class _Segmenter:
+        device = torch.device("cpu")
+        image_size = 8
+
+    def logits_for(chosen):
+        return [{"logits": torch.where(torch.as_tensor(np.stack(chosen)), 10.0, -10.0).float()}]
+
+    monkeypatch.setattr(warmup, "point_prompts", lambda seg, points, size: points)  # the point stands for the object
+    monkeypatch.setattr(warmup, "track_clip", lambda seg, frames, token, order, **kw: logits_for(
+        [masks[0, 0] if float(p[0]) < 4 else masks[1, 0] for p in token]))
+    follows = prompt_following(_Segmenter(), [VideoObjects(_Record(), masks)])
+    assert follows == {"own_iou": 1.0, "other_iou": 0.0, "frames": 1}
+    monkeypatch.setattr(warmup, "track_clip", lambda seg, frames, token, order, **kw: logits_for(
+        [masks[0, 0] | masks[1, 0] for _ in token]))
+    blind = prompt_following(_Segmenter(), [VideoObjects(_Record(), masks)])
+    assert blind == {"own_iou": 0.5, "other_iou": 0.5, "frames": 1}

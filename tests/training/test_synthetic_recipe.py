@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from videoseg_o3.data import load_benchmark
@@ -163,17 +164,32 @@ def test_smoke_recipe_end_to_end(tmp_path) -> None:
     assert loaded["grpo"].protocol.max_turns == 2  # the smoke preset's GRPO turns, saved with the checkpoint
     for stage in ("sft", "grpo"):  # the recipe's turn-0 budget (4 + 2 frames), not the RL preset's 10 + 5
         assert (loaded[stage].protocol.turn0_temporal_frames, loaded[stage].protocol.turn0_spatial_frames) == (4, 2)
+    # SFT leaves the warmed-up mask decoder alone (sft_train_mask_decoder off) and trains the [SEG] projector
+    init = VideoSegO3.from_pretrained(out / "init", device="cpu")
+    before = init.segmenter.sam.sam_mask_decoder.state_dict()
+    after = loaded["sft"].segmenter.sam.sam_mask_decoder.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert any(not torch.equal(a, b) for a, b in zip(init.policy.projector.state_dict().values(),
+                                                       loaded["sft"].policy.projector.state_dict().values()))
     # scripted turns: the variants differ only where turn 0 misses the best frame (turn-0 frames by hand: 4 spread
     # evenly with both ends, plus the first and last)
     differing = 0
+    with_others = 0  # expressions whose anchor (the best frame) shows another object: ReVOS foreground minus target
     for record in load_benchmark(out / "data" / "test", "revos"):
-        areas = record.load_masks().sum(axis=(1, 2))
-        differing += int(np.argmax(areas)) not in set(np.linspace(0, len(areas) - 1, 4).astype(int).tolist())
+        target = record.load_masks()
+        areas = target.sum(axis=(1, 2))
+        best = int(np.argmax(areas))
+        differing += best not in set(np.linspace(0, len(areas) - 1, 4).astype(int).tolist())
+        with_others += bool((record.load_foreground()[best].astype(int) - target[best]).max() > 0)
     for stage in ("sft", "grpo"):
         scripted = results["stages"][stage]["scripted_turns"]
         assert scripted["expressions"] == len(load_benchmark(out / "data" / "test", "revos"))
         assert scripted["differing"] == differing
         assert 0.0 <= scripted["prompt_effect"] <= 1.0
+        choice = scripted["seg_choice"]
+        assert choice["expressions"] == with_others
+        for key in ("target_iou", "other_iou"):
+            assert (choice[key] is None) if with_others == 0 else (0.0 <= choice[key] <= 1.0)
         for name in ("one_turn_seen", "one_turn_blind", "look_closer"):
             assert 0.0 <= scripted["jf"][name] <= 1.0
             if differing:
