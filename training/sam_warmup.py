@@ -10,8 +10,8 @@ propagated mask is empty. This step trains SAM2 in the order SAM2 itself was tra
    the loss: one that ignores the prompt gives every object the same mask and pays for it on all but one. This is
    the stage that teaches the decoder to follow its prompt, and it needs a low learning rate (see
    :class:`SamWarmupConfig`). Before it existed, the warm-up prompted one object per clip; a decoder that segments
-   "the object-like things in the frame" lowered that loss almost as well, and that is what it learned: the
-   prompt moved its logits by 1e-3 of their size, so no ``[SEG]`` embedding could later choose the object.
+   "the object-like things in the frame" lowered that loss almost as well, and that is what it learned: after
+   SFT, replacing the ``[SEG]`` embedding by zeros changed no mask pixel, so no ``[SEG]`` could choose the object.
 2. **Video stage** (``steps``): short clips. The first frame of a clip is prompted (every object visible on it,
    as above), the following frames are tracked through the memory encoder and memory attention (sam2's own
    ``track_step``, so exactly the computation of inference), and every frame's mask is supervised.
