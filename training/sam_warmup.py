@@ -59,7 +59,7 @@ class SamWarmupConfig:
         images_per_step: frames per image-stage step.
         image_learning_rate: the image stage's constant AdamW learning rate. Low on purpose: at 5e-4 and above
             the decoder settles within a few hundred steps on the prompt-blind answer (the same mask, the union of
-            the objects, whatever the prompt), and stays there; at 1e-4 it leaves that plateau after about 400
+            the objects, whatever the prompt), and stays there; at 1e-4 it leaves that plateau after 300-400
             steps and follows its prompt, on held-out videos too.
         steps: optimizer steps of the video stage (one clip per step, cosine-decayed ``learning_rate``).
         frames_per_step: frames per clip: the prompted frame and the ``frames_per_step - 1`` frames tracked after
@@ -96,7 +96,7 @@ class SamWarmupConfig:
                              f"{self.images_per_step}). Both must be >= 1.")
         if self.learning_rate <= 0 or self.image_learning_rate <= 0:
             raise ValueError(f"Invalid learning rate (learning_rate={self.learning_rate}, image_learning_rate="
-                             f"{self.image_learning_rate}). Use values > 0, e.g. 3e-4 and 1e-4.")
+                             f"{self.image_learning_rate}). Use values > 0, e.g. 1e-4.")
 
 
 def object_points(masks: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -203,7 +203,7 @@ def track_clip(segmenter: Any, frames: np.ndarray | torch.Tensor, token: torch.T
                                  current_vision_pos_embeds=[p[:, i:i + 1].expand(-1, n, -1) for p in pos],
                                  feat_sizes=sizes, point_inputs=padding_point if i == 0 else None, mask_inputs=None,
                                  output_dict=memory, num_frames=num_frames, track_in_reverse=reverse,
-                                 run_mem_encoder=True)
+                                 run_mem_encoder=i + 1 < len(order))  # the last frame's memory is never read
         finally:
             sam._active_seg_prompt = None
         memory["cond_frame_outputs" if i == 0 else "non_cond_frame_outputs"][frame] = out
@@ -228,6 +228,7 @@ def tracking_loss(segmenter: Any, frames: np.ndarray, masks: np.ndarray, order: 
         empty mask counts 1), averaged over objects.
     """
     from training.losses import sft_mask_loss
+    from videoseg_o3.metrics import jaccard_video
     from videoseg_o3.segmenter.model import upsample_logits
 
     order = [int(i) for i in order]
@@ -255,19 +256,12 @@ def tracking_loss(segmenter: Any, frames: np.ndarray, masks: np.ndarray, order: 
         parts_sum["object_score_bce"] += float(score_bce.detach())
         with torch.no_grad():
             pred = upsample_logits(out["logits"].detach(), (height, width), via=segmenter.image_size) > 0
-            ious.append(float(np.mean(_hard_ious(pred, target))))
+            ious.append(float(jaccard_video(pred.cpu().numpy(), target.cpu().numpy()).mean()))
     n = len(order)
     metrics = {k: v / n for k, v in parts_sum.items()}
     metrics.update(iou=float(np.mean(ious)), anchor_iou=ious[0],
                    tracked_iou=float(np.mean(ious[1:])) if n > 1 else float("nan"))
     return torch.stack(losses).mean(), metrics
-
-
-def _hard_ious(pred: torch.Tensor, target: torch.Tensor) -> list[float]:
-    """Per-row IoU of bool ``(n, H, W)`` masks; an empty prediction of an empty mask counts 1."""
-    inter = (pred & target).flatten(1).sum(1)
-    union = (pred | target).flatten(1).sum(1)
-    return [float(i) / float(u) if int(u) else 1.0 for i, u in zip(inter, union)]
 
 
 @dataclass
@@ -329,6 +323,7 @@ def prompt_following(segmenter: Any, videos: Sequence[VideoObjects], limit: int 
     Returns:
         ``{"own_iou", "other_iou", "frames"}`` (NaNs and 0 frames when no frame has two objects).
     """
+    from videoseg_o3.metrics import jaccard
     from videoseg_o3.segmenter.model import upsample_logits
 
     own, other, frames = [], [], 0
@@ -338,21 +333,25 @@ def prompt_following(segmenter: Any, videos: Sequence[VideoObjects], limit: int 
         for frame in np.flatnonzero(counts >= 2):
             if frames >= limit:
                 break
-            objects = np.flatnonzero(masks[:, frame].reshape(masks.shape[0], -1).any(1))
-            gt = torch.as_tensor(masks[objects, frame], device=segmenter.device)
-            height, width = gt.shape[1:]
-            token = point_prompts(segmenter, object_points(gt.cpu().numpy()), (height, width))
+            shown = masks[:, frame]
+            gt = shown[shown.reshape(shown.shape[0], -1).any(1)]  # (k, H, W), the objects visible on the frame
+            token = point_prompts(segmenter, object_points(gt), gt.shape[1:])
             out = track_clip(segmenter, video.record.load_frames([int(frame)]), token, [int(frame)], reverse=False,
                              num_frames=masks.shape[1])[0]
-            pred = upsample_logits(out["logits"], (height, width), via=segmenter.image_size) > 0
-            for i in range(len(objects)):
-                own.append(_hard_ious(pred[i:i + 1], gt[i:i + 1])[0])
-                other.append(float(np.mean([_hard_ious(pred[i:i + 1], gt[j:j + 1])[0]
-                                            for j in range(len(objects)) if j != i])))
+            pred = (upsample_logits(out["logits"], gt.shape[1:], via=segmenter.image_size) > 0).cpu().numpy()
+            for i in range(len(gt)):
+                own.append(jaccard(pred[i], gt[i]))
+                other.append(float(np.mean([jaccard(pred[i], gt[j]) for j in range(len(gt)) if j != i])))
             frames += 1
     nan = float("nan")
     return {"own_iou": float(np.mean(own)) if own else nan, "other_iou": float(np.mean(other)) if other else nan,
             "frames": frames}
+
+
+def _finite_mean(values: Sequence[float]) -> float:
+    """Mean of the finite values (a single-frame clip has no tracked IoU: NaN); NaN when there are none."""
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
 
 
 # Parts of SAM2 the warm-up trains besides the image encoder's neck (and its trunk when asked).
@@ -395,18 +394,21 @@ def warm_up(
     segmenter.eval()
     t0 = time.perf_counter()
 
-    def train(steps: int, learning_rate: float, cosine: bool, draw: Callable[[], list[tuple[Any, list[int], list[int], bool]]],
+    def train(steps: int, learning_rate: float, cosine: bool, clips_per_step: int, length: int,
               offset: int) -> list[dict[str, float]]:
-        """``steps`` AdamW steps; each averages the loss of the clips ``draw()`` returns."""
+        """``steps`` AdamW steps, each on the mean loss of ``clips_per_step`` clips of ``length`` frames."""
         optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=config.weight_decay)
         decay = (lambda s: 0.5 * (1.0 + math.cos(math.pi * min(1.0, s / max(1, steps))))) if cosine else (lambda s: 1.0)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
         history: list[dict[str, float]] = []
         for step in range(steps):
-            clips = draw()
+            results = []
             with torch.enable_grad():
-                results = [tracking_loss(segmenter, video.record.load_frames(order), video.masks[objects], order,
-                                         reverse, config) for video, objects, order, reverse in clips]
+                for _ in range(clips_per_step):
+                    video = videos[int(rng.integers(len(videos)))]
+                    objects, order, reverse = draw_objects(video.masks, length, config.prompt_all_objects, rng)
+                    results.append(tracking_loss(segmenter, video.record.load_frames(order), video.masks[objects],
+                                                 order, reverse, config))
                 loss = torch.stack([r[0] for r in results]).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -414,26 +416,14 @@ def warm_up(
             optimizer.step()
             scheduler.step()
             history.append({"loss": float(loss.detach()),
-                            **{k: float(np.nanmean([r[1][k] for r in results])) if any(
-                                math.isfinite(r[1][k]) for r in results) else float("nan") for k in results[0][1]}})
+                            **{key: _finite_mean([r[1][key] for r in results]) for key in results[0][1]}})
             if on_step is not None:
                 on_step(offset + step + 1, history[-1])
         return history
 
-    def clip() -> tuple[Any, list[int], list[int], bool]:
-        video = videos[int(rng.integers(len(videos)))]
-        objects, order, reverse = draw_objects(video.masks, config.frames_per_step, config.prompt_all_objects, rng)
-        return video, objects, order, reverse
-
-    def image() -> tuple[Any, list[int], list[int], bool]:
-        video = videos[int(rng.integers(len(videos)))]
-        objects, order, reverse = draw_objects(video.masks, 1, config.prompt_all_objects, rng)
-        return video, objects, order, reverse
-
-    image_history = train(config.image_steps, config.image_learning_rate, False,
-                          lambda: [image() for _ in range(config.images_per_step)], 0)
+    image_history = train(config.image_steps, config.image_learning_rate, False, config.images_per_step, 1, 0)
     image_following = prompt_following(segmenter, videos) if config.image_steps else None
-    history = train(config.steps, config.learning_rate, True, lambda: [clip()], config.image_steps)
+    history = train(config.steps, config.learning_rate, True, 1, config.frames_per_step, config.image_steps)
     set_trainable(segmenter, False)
     set_trainable(sam.sam_prompt_encoder, True)
     set_trainable(sam.sam_mask_decoder, True)
@@ -442,14 +432,13 @@ def warm_up(
     k_image = max(1, len(image_history) // 10)
 
     def mean(key: str, rows: list[dict[str, float]]) -> float:
-        values = [r[key] for r in rows if math.isfinite(r[key])]
-        return float(np.mean(values)) if values else float("nan")
+        return _finite_mean([r[key] for r in rows])
 
     return {"steps": len(history), "first_loss": mean("loss", history[:k]), "last_loss": mean("loss", history[-k:]),
             "first_iou": mean("iou", history[:k]), "last_iou": mean("iou", history[-k:]),
             "last_anchor_iou": mean("anchor_iou", history[-k:]), "last_tracked_iou": mean("tracked_iou", history[-k:]),
             "image_steps": len(image_history),
-            "image_last_loss": mean("loss", image_history[-k_image:]) if image_history else float("nan"),
+            "image_last_loss": mean("loss", image_history[-k_image:]),
             "image_prompt_following": image_following,
             "seconds": time.perf_counter() - t0, "prompt_following": prompt_following(segmenter, videos)}
 
