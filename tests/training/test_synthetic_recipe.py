@@ -268,9 +268,9 @@ def test_cli_rejects_non_positive_learning_rates(tmp_path, flag, value) -> None:
 
 
 @pytest.mark.parametrize("train_sam", [False, True])
-def test_recipe_grpo_trains_sam_only_when_asked(monkeypatch, tmp_path, train_sam) -> None:
-    """The recipe's GRPO keeps SAM2's prompt encoder and mask decoder frozen (``grpo_train_sam`` off; the trainer's
-    own defaults, the released RL's, train both), and ``--grpo_train_sam`` restores the released behaviour."""
+def test_recipe_grpo_freezes_sam_only_when_asked(monkeypatch, tmp_path, train_sam) -> None:
+    """The recipe's GRPO trains SAM2's prompt encoder and mask decoder (``grpo_train_sam``, the released RL's
+    trainable set) unless ``--grpo_freeze_sam`` keeps them as SFT left them."""
     import training.grpo
     from training.synthetic_recipe import main, run_grpo
 
@@ -280,10 +280,10 @@ def test_recipe_grpo_trains_sam_only_when_asked(monkeypatch, tmp_path, train_sam
     run_grpo(tmp_path / "grpo", tmp_path / "init", tmp_path / "train", cfg, 0, max_turns=2, calibration=True)
     assert (captured[0].train_mask_decoder, captured[0].train_prompt_encoder) == (train_sam, train_sam)
     assert captured[0].train_vision_tower  # the rest of the released trainable set is unchanged
-    if train_sam:  # the command-line switch reaches the config
-        import training.synthetic_recipe as recipe
+    # the preset trains them; the command-line switch freezes them
+    import training.synthetic_recipe as recipe
 
-        seen = []
-        monkeypatch.setattr(recipe, "run_recipe", lambda out, cfg, **kw: seen.append(cfg) or {})
-        assert main(["--out", str(tmp_path / "run"), "--smoke", "--grpo_train_sam"]) == 0
-        assert seen[0].grpo_train_sam
+    seen = []
+    monkeypatch.setattr(recipe, "run_recipe", lambda out, cfg, **kw: seen.append(cfg) or {})
+    assert main(["--out", str(tmp_path / "run"), "--smoke", *([] if train_sam else ["--grpo_freeze_sam"])]) == 0
+    assert seen[0].grpo_train_sam is train_sam
