@@ -65,6 +65,20 @@ def test_our_kernels_folder_is_not_mistaken_for_the_pypi_kernels_package() -> No
     assert out.stdout.strip().splitlines()[-1] == "False", out.stdout
 
 
+def test_an_installed_pypi_kernels_package_is_refused_with_its_cause(tmp_path) -> None:
+    """With the PyPI `kernels` installed (a transformers requirement from 5.25 on) the clash cannot be avoided:
+    our folder shadows it and transformers fails with a bare `cannot import name`. Importing our folder must say
+    why and what to do. The distribution is simulated by its metadata, all that `importlib.metadata` reads."""
+    dist = tmp_path / "kernels-0.19.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: kernels\nVersion: 0.19.1\n")
+    code = f"import sys; sys.path[:0] = [{str(REPO_ROOT)!r}, {str(tmp_path)!r}]; import kernels"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    assert out.returncode != 0
+    assert "ImportError: Hugging Face's `kernels` package (0.19.1) is installed" in out.stderr, out.stderr
+    assert "pip uninstall kernels" in out.stderr
+
+
 def test_cli_info_reports_extension() -> None:
     from videoseg_o3.cli.info import collect_info
 
